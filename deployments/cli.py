@@ -1,0 +1,175 @@
+"""The `lorafleet` command line.
+
+    lorafleet serve --config configs/default.yaml [--host H] [--port P]
+    lorafleet demo-assets --out DIR
+    lorafleet check-config --config PATH
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from deployments.config import ConfigError, LorafleetConfig, load_config
+
+# Quiet, offline-friendly defaults for everything this process (and Ray workers it
+# starts) imports; set before transformers/vLLM are imported.
+_QUIET_ENV = {
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_until_answering(url: str, timeout_s: float) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    return False
+
+
+def ready_message(config: LorafleetConfig, adapter: str | None) -> str:
+    url = f"http://{config.server.host}:{config.server.port}"
+    model = adapter or config.model.served_name
+    return f"""
+lorafleet is serving {config.model.served_name} on {url}  (Ctrl-C to stop)
+
+  curl {url}/v1/models
+  curl {url}/v1/completions -H 'Content-Type: application/json' \\
+       -d '{{"model": "{model}", "prompt": "Hello", "max_tokens": 16}}'
+
+  python - <<'EOF'
+from openai import OpenAI
+client = OpenAI(base_url="{url}/v1", api_key="unused")
+print(client.chat.completions.create(model="{model}", max_tokens=16,
+      messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)
+EOF
+"""
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config).with_overrides(host=args.host, port=args.port)
+    except ConfigError as err:
+        print(f"lorafleet: {err}", file=sys.stderr)
+        return 2
+    if Path(config.model.source).is_absolute() and not Path(config.model.source).exists():
+        print(f"lorafleet: base model folder {config.model.source} does not exist (run `lorafleet demo-assets`?)", file=sys.stderr)
+        return 2
+    if not _port_free(config.server.host, config.server.port):
+        print(f"lorafleet: {config.server.host}:{config.server.port} is already in use; pick another with --port", file=sys.stderr)
+        return 2
+
+    import ray
+    from ray import serve
+
+    from deployments.app import APP_NAME, build_app
+
+    ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": _QUIET_ENV})
+    # After ray.init: Ray installs its own fatal-signal handlers, ours must win so
+    # SIGTERM (Kubernetes, CI, Ctrl-C) takes the clean shutdown path below.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": config.server.host, "port": config.server.port,
+                                  "request_timeout_s": config.server.request_timeout_s})
+        print(f"lorafleet: starting {config.deployment.num_replicas} engine replica(s)...", flush=True)
+        serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
+        base_url = f"http://{config.server.host}:{config.server.port}"
+        if not _wait_until_answering(f"{base_url}/health", timeout_s=120):
+            print("lorafleet: the server did not become healthy in time", file=sys.stderr)
+            return 1
+        adapters = _first_adapter(base_url)
+        print(ready_message(config, adapters), flush=True)
+        while not stop.wait(1.0):
+            pass
+        print("lorafleet: shutting down...", flush=True)
+        return 0
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+def _first_adapter(base_url: str) -> str | None:
+    import httpx
+
+    models = httpx.get(f"{base_url}/v1/models", timeout=10).json()["data"]
+    adapters = [m["id"] for m in models if m.get("parent")]
+    return adapters[0] if adapters else None
+
+
+def cmd_demo_assets(args: argparse.Namespace) -> int:
+    from adapters.demo import build_demo_assets
+
+    out = build_demo_assets(args.out)
+    print(f"lorafleet: demo assets written to {out}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print(f"lorafleet: {err}", file=sys.stderr)
+        return 2
+    print(config.model_dump_json(indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lorafleet", description="Serve many LoRA adapters of one base model on Ray Serve + vLLM.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve_p = sub.add_parser("serve", help="start (or join RAY_ADDRESS) a Ray cluster and serve the OpenAI API")
+    serve_p.add_argument("--config", required=True, help="YAML config (see configs/default.yaml)")
+    serve_p.add_argument("--host", help="override server.host")
+    serve_p.add_argument("--port", type=int, help="override server.port")
+    serve_p.set_defaults(func=cmd_serve)
+
+    demo_p = sub.add_parser("demo-assets", help="write the tiny demo base model and adapters")
+    demo_p.add_argument("--out", required=True, help="output folder (gets base/ and adapters/)")
+    demo_p.set_defaults(func=cmd_demo_assets)
+
+    check_p = sub.add_parser("check-config", help="validate a config file and print it resolved")
+    check_p.add_argument("--config", required=True)
+    check_p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

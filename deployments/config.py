@@ -1,0 +1,160 @@
+"""The one configuration schema of a lorafleet deployment.
+
+The CLI (`lorafleet serve --config`), the tests and the Helm chart's `serveConfigV2`
+all go through `load_config` / `LorafleetConfig.model_validate`, so a value that is
+wrong anywhere fails the same way everywhere: at start, naming the field path.
+
+Models are frozen and `extra="forbid"` so that a typo in YAML (`max_lora=4`) is an
+error instead of a silently ignored key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from adapters.validation import FORBIDDEN_TARGET_MODULES, PROJECTION_MODULES
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelConfig(_Strict):
+    source: str = Field(
+        description="Base model: a local Hugging Face model directory, or a hub id / s3:// URI "
+        "that vLLM can load. Relative paths are resolved against the config file's folder."
+    )
+    served_name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/]{0,127}$",
+        description="The `model` name clients use for the base model; adapters list it as `parent`.",
+    )
+    aliases: tuple[str, ...] = Field(
+        default=(),
+        description="Other names an adapter's `base_model_name_or_path` may carry and still be "
+        "accepted as trained on this base (e.g. the hub id it was trained from).",
+    )
+
+
+class EngineConfig(_Strict):
+    max_loras: PositiveInt = Field(default=2, description="Adapters resident in the accelerator's LoRA slots at once (vLLM max_loras).")
+    max_cpu_loras: PositiveInt = Field(default=4, description="Adapters kept in host memory (vLLM max_cpu_loras); must be >= max_loras.")
+    max_lora_rank: Literal[8, 16, 32, 64, 128, 256] = Field(default=16, description="Largest adapter rank accepted; adapters above it are refused.")
+    lora_target_modules: tuple[str, ...] = Field(
+        default=PROJECTION_MODULES,
+        description="Module suffixes the engine applies LoRA to. Must not include lm_head or embeddings "
+        "(vLLM 0.32 crashes on batched prompt logprobs when lm_head carries LoRA).",
+    )
+    max_model_len: PositiveInt = Field(default=512, description="Longest prompt + completion in tokens.")
+    max_num_seqs: PositiveInt = Field(default=64, description="Sequences the engine batches at once.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="float32", description="Weights and activations dtype. float32 on CPU keeps outputs comparable to a reference."
+    )
+    kv_cache_gib: PositiveInt = Field(default=1, description="KV cache size per replica in whole GiB on the CPU backend (VLLM_CPU_KVCACHE_SPACE); GPUs use gpu_memory_utilization instead.")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="Fraction of GPU memory vLLM may use (GPU only).")
+    enforce_eager: bool = Field(default=True, description="Skip graph capture: faster start, required on CPU.")
+    seed: int = Field(default=0, description="Engine sampling seed.")
+
+    @model_validator(mode="after")
+    def _check_slots(self) -> "EngineConfig":
+        if self.max_cpu_loras < self.max_loras:
+            raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be >= max_loras ({self.max_loras})")
+        bad = FORBIDDEN_TARGET_MODULES.intersection(self.lora_target_modules)
+        if bad:
+            raise ValueError(
+                f"lora_target_modules must not include {sorted(bad)}: LoRA on lm_head/embeddings "
+                "crashes vLLM 0.32 on batched prompt logprobs"
+            )
+        return self
+
+
+class DeploymentConfig(_Strict):
+    num_replicas: PositiveInt = Field(default=2, description="Engine replicas (one vLLM engine each).")
+    replica_cpus: PositiveFloat = Field(default=1.0, description="Ray CPUs reserved per engine replica.")
+    replica_gpus: float = Field(default=0.0, ge=0, description="Ray GPUs per engine replica (1 on a GPU cluster, 0 on CPU).")
+    max_ongoing_requests: PositiveInt = Field(default=64, description="Requests one replica accepts concurrently before the router queues.")
+    max_queued_requests: PositiveInt = Field(
+        default=256, description="Requests waiting for a replica before the API answers 503 with Retry-After."
+    )
+    ingress_replicas: PositiveInt = Field(default=1, description="Replicas of the HTTP ingress.")
+    ingress_cpus: float = Field(default=0.1, ge=0, description="Ray CPUs reserved per ingress replica.")
+    health_check_period_s: PositiveFloat = Field(default=5.0, description="How often Ray Serve checks that a replica's engine is alive.")
+    engine_threads: int = Field(
+        default=0, ge=0, description="CPU threads per engine (CPU backend only); 0 lets vLLM decide."
+    )
+
+
+class AdapterStoreConfig(_Strict):
+    uri: str = Field(description="Where adapters live: a local directory (one sub-folder per adapter). Relative paths resolve against the config file.")
+
+
+class ServerConfig(_Strict):
+    host: str = Field(default="127.0.0.1", description="Address the HTTP proxy binds (0.0.0.0 only inside Kubernetes).")
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the OpenAI-compatible API.")
+    request_timeout_s: PositiveFloat = Field(default=300.0, description="Longest a request may take end to end.")
+    max_request_bytes: PositiveInt = Field(default=1_048_576, description="Largest accepted request body.")
+
+
+class LorafleetConfig(_Strict):
+    model: ModelConfig
+    engine: EngineConfig = EngineConfig()
+    deployment: DeploymentConfig = DeploymentConfig()
+    adapters: AdapterStoreConfig
+    server: ServerConfig = ServerConfig()
+
+    def with_paths_resolved(self, base_dir: Path) -> "LorafleetConfig":
+        """Resolve relative local paths against `base_dir` (the config file's folder)."""
+
+        def resolve(value: str) -> str:
+            if "://" in value or Path(value).is_absolute():
+                return value
+            candidate = (base_dir / value).resolve()
+            # A bare hub id such as "meta-llama/Llama-3.1-8B" has no local folder.
+            if value.startswith(".") or candidate.exists():
+                return str(candidate)
+            return value
+
+        return self.model_copy(
+            update={
+                "model": self.model.model_copy(update={"source": resolve(self.model.source)}),
+                "adapters": self.adapters.model_copy(update={"uri": resolve(self.adapters.uri)}),
+            }
+        )
+
+    def with_overrides(self, *, host: str | None = None, port: int | None = None) -> "LorafleetConfig":
+        update = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+        if not update:
+            return self
+        return self.model_validate({**self.model_dump(), "server": {**self.server.model_dump(), **update}})
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot start; the message names each bad field path."""
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(root)"
+        lines.append(f"  {path}: {e['msg']}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def parse_config(data: object, base_dir: Path | None = None) -> LorafleetConfig:
+    try:
+        config = LorafleetConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+    return config.with_paths_resolved(base_dir) if base_dir else config
+
+
+def load_config(path: str | Path) -> LorafleetConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    return parse_config(data, base_dir=path.resolve().parent)

@@ -1,0 +1,51 @@
+"""The engine replica as a Ray Serve deployment: thin glue around `VLLMEngine`.
+
+Ray Serve gives it three hooks that matter: `record_routing_stats` (what the request
+router sees of this replica), `check_health` (a dead engine fails it, so Serve
+replaces the replica instead of letting it answer errors forever) and the streaming
+handle call `generate`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import ray
+from ray import serve
+
+from adapters.validation import AdapterSpec
+from deployments.config import LorafleetConfig
+from deployments.protocol import Endpoint
+from deployments.vllm_engine import VLLMEngine
+
+logger = logging.getLogger(__name__)
+
+
+@serve.deployment(name="EngineReplica")
+class EngineReplica:
+    async def __init__(self, config: dict):
+        self.config = LorafleetConfig.model_validate(config)
+        context = serve.get_replica_context()
+        replica_id = context.replica_id.unique_id
+        node_id = ray.get_runtime_context().get_node_id()
+        self.engine = VLLMEngine(self.config, replica_id, node_id=node_id)
+        await self.engine.start()
+        logger.info("engine replica %s ready on node %s", replica_id, node_id)
+
+    async def generate(self, endpoint: Endpoint, body: dict, adapter: AdapterSpec | None):
+        async for item in self.engine.generate(endpoint, body, adapter):
+            yield item
+
+    def record_routing_stats(self) -> dict:
+        return self.engine.stats().to_dict()
+
+    async def stats(self) -> dict:
+        return self.engine.stats().to_dict()
+
+    async def check_health(self) -> None:
+        await self.engine.check_health()
+
+    def __del__(self):
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.shutdown()

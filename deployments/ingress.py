@@ -1,0 +1,189 @@
+"""The OpenAI-compatible HTTP ingress.
+
+Thin on purpose: parse and check the request, map `model` to the base or an adapter
+from the store, hand it to an engine replica with `multiplexed_model_id=<adapter>`
+(so routers can see which adapter a request needs), and relay the replica's stream.
+All errors leave here in the OpenAI shape, mapped once by `deployments.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from adapters.errors import EngineDead, LorafleetError, Overloaded
+from adapters.store import open_store
+from adapters.validation import AdapterSpec, base_model_info
+from deployments.config import LorafleetConfig
+from deployments.errors import HttpError, to_http_error
+from deployments.protocol import Endpoint, ResponseHead, error_body
+from deployments.request_checks import check_request, parse_json_object, requested_model
+
+logger = logging.getLogger(__name__)
+
+REPLICA_HEADER = "x-lorafleet-replica"
+
+app = FastAPI(title="lorafleet", description="OpenAI-compatible API over a fleet of LoRA adapters.")
+
+
+def _error_response(err: HttpError) -> Response:
+    return Response(err.body, status_code=err.status, media_type="application/json", headers=err.headers)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_exception(request: Request, exc: StarletteHTTPException) -> Response:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+    body = error_body(f"{request.method} {request.url.path}: {exc.detail}", err_type="invalid_request_error", code=code)
+    return Response(body, status_code=exc.status_code, media_type="application/json")
+
+
+def _is_backpressure(err: BaseException) -> bool:
+    from ray.serve.exceptions import BackPressureError
+
+    return isinstance(err, BackPressureError)
+
+
+def _is_replica_gone(err: BaseException) -> bool:
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+    return isinstance(err, (ActorDiedError, ActorUnavailableError, RayActorError))
+
+
+class _TooLarge(Exception):
+    def __init__(self, limit: int):
+        self.limit = limit
+
+
+def _classify_engine_failure(err: BaseException) -> LorafleetError:
+    """Turn what a remote replica call raised into a typed error (by type, never text)."""
+    if isinstance(err, LorafleetError):
+        return err
+    cause = getattr(err, "cause", None)  # RayTaskError wraps the replica's exception
+    if isinstance(cause, LorafleetError):
+        return cause
+    if _is_backpressure(err):
+        return Overloaded("All engine replicas are busy; retry shortly.", retry_after_s=1)
+    if _is_replica_gone(err):
+        return EngineDead("The engine replica serving this request went away; retry.")
+    if isinstance(err, asyncio.TimeoutError):
+        return Overloaded("The request timed out waiting for an engine replica.", retry_after_s=2)
+    logger.exception("engine call failed", exc_info=err)
+    return LorafleetError("Internal error while generating; the request was not completed.")
+
+
+async def _relay_sse(stream):
+    """Relay SSE chunks; a failure mid-stream ends with an OpenAI error event, not a hang."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    except Exception as err:  # the client already has a 200: report in-band
+        failure = _classify_engine_failure(err)
+        http = to_http_error(failure)
+        yield f"data: {http.body}\n\n"
+        yield "data: [DONE]\n\n"
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, config: dict, engine: DeploymentHandle):
+        self.config = LorafleetConfig.model_validate(config)
+        self.engine = engine
+        self.base_name = self.config.model.served_name
+        self.store = open_store(
+            self.config.adapters.uri,
+            base=base_model_info(self.config.model.source, self.base_name, self.config.model.aliases),
+            max_lora_rank=self.config.engine.max_lora_rank,
+            allowed_target_modules=self.config.engine.lora_target_modules,
+        )
+        self.created = int(time.time())
+        for entry in self.store.entries():
+            if entry.error:
+                logger.warning("adapter %s will not be served: %s", entry.name, entry.error)
+
+    @app.get("/health")
+    async def health(self) -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def list_models(self) -> dict:
+        cards = [self._card(self.base_name, root=self.config.model.source, parent=None)]
+        cards += [self._card(spec.name, root=spec.name, parent=self.base_name) for spec in self.store.list_valid()]
+        return {"object": "list", "data": cards}
+
+    @app.get("/v1/models/{model:path}")
+    async def get_model(self, model: str) -> Response:
+        try:
+            adapter = self._resolve(model)
+        except LorafleetError as err:
+            return _error_response(to_http_error(err))
+        if adapter is None:
+            return JSONResponse(self._card(self.base_name, root=self.config.model.source, parent=None))
+        return JSONResponse(self._card(adapter.name, root=adapter.name, parent=self.base_name))
+
+    @app.post("/v1/completions")
+    async def completions(self, request: Request) -> Response:
+        return await self._serve(request, Endpoint.COMPLETIONS)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._serve(request, Endpoint.CHAT)
+
+    def _card(self, model_id: str, *, root: str, parent: str | None) -> dict:
+        return {"id": model_id, "object": "model", "created": self.created, "owned_by": "lorafleet", "root": root, "parent": parent}
+
+    def _resolve(self, model: str) -> AdapterSpec | None:
+        """None means the base model."""
+        if model == self.base_name:
+            return None
+        return self.store.resolve(model)
+
+    async def _read_body(self, request: Request) -> dict:
+        limit = self.config.server.max_request_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise _TooLarge(limit)
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                raise _TooLarge(limit)
+        return parse_json_object(bytes(raw))
+
+    async def _serve(self, request: Request, endpoint: Endpoint) -> Response:
+        try:
+            body = await self._read_body(request)
+            adapter = self._resolve(requested_model(body))
+            check_request(body, endpoint, max_model_len=self.config.engine.max_model_len)
+            return await self._call_engine(endpoint, body, adapter)
+        except _TooLarge as err:
+            message = f"The request body is larger than the limit of {err.limit} bytes."
+            return Response(error_body(message, err_type="invalid_request_error", code="request_too_large"), 413, media_type="application/json")
+        except LorafleetError as err:
+            return _error_response(to_http_error(err))
+
+    async def _call_engine(self, endpoint: Endpoint, body: dict, adapter: AdapterSpec | None) -> Response:
+        handle = self.engine.options(stream=True, multiplexed_model_id=adapter.name if adapter else "")
+        stream = handle.generate.remote(endpoint, body, adapter)
+        try:
+            head = await stream.__anext__()
+        except Exception as err:
+            stream.cancel()
+            raise _classify_engine_failure(err) from err
+        if not isinstance(head, ResponseHead):
+            raise EngineDead(f"engine replica answered with an unexpected {type(head).__name__}")
+        headers = {REPLICA_HEADER: head.replica_id}
+        if head.streaming:
+            return StreamingResponse(_relay_sse(stream), media_type="text/event-stream", headers=headers)
+        try:
+            chunks = [chunk async for chunk in stream]
+        except Exception as err:
+            raise _classify_engine_failure(err) from err
+        return Response("".join(chunks), status_code=head.status, media_type="application/json", headers=headers)

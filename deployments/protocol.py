@@ -1,0 +1,30 @@
+"""What an engine replica streams back to the ingress.
+
+Every call is a stream: first one `ResponseHead` (status, who served it, whether the
+body is Server-Sent Events), then the body as strings. Errors travel the same way
+(a head with a 4xx/5xx status and an OpenAI error body), so the ingress never has to
+guess what an exception from a remote actor meant.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Endpoint(str, Enum):
+    COMPLETIONS = "completions"
+    CHAT = "chat"
+
+
+@dataclass(frozen=True)
+class ResponseHead:
+    status: int
+    replica_id: str
+    streaming: bool
+
+
+def error_body(message: str, *, err_type: str, code: str | int | None, param: str | None = None) -> str:
+    """The OpenAI error shape: {"error": {"message", "type", "param", "code"}}."""
+    return json.dumps({"error": {"message": message, "type": err_type, "param": param, "code": code}})

@@ -1,0 +1,73 @@
+"""Check an OpenAI request body before it reaches an engine.
+
+Uses vLLM's own protocol models (the same ones the replica parses with), so what
+passes here is what the engine accepts; adds the fleet's limits vLLM checks late or
+not at all (max_tokens bounds). Every failure names the parameter at fault.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import ValidationError
+
+from adapters.errors import InvalidRequest
+from deployments.protocol import Endpoint
+
+
+def parse_json_object(raw: bytes) -> dict:
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InvalidRequest(f"The request body is not valid JSON: {err}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body
+
+
+def requested_model(body: dict) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("`model` is required and must be a non-empty string.", param="model")
+    return model
+
+
+def _request_model(endpoint: Endpoint):
+    if endpoint is Endpoint.COMPLETIONS:
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+
+        return CompletionRequest
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+    return ChatCompletionRequest
+
+
+def _check_max_tokens(body: dict, endpoint: Endpoint, max_model_len: int) -> None:
+    keys = ("max_tokens",) if endpoint is Endpoint.COMPLETIONS else ("max_tokens", "max_completion_tokens")
+    for key in keys:
+        value = body.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidRequest(f"`{key}` must be an integer, got {value!r}.", param=key)
+        # max_tokens=0 is meaningful only with echo (score the prompt, generate nothing).
+        minimum = 0 if endpoint is Endpoint.COMPLETIONS and body.get("echo") else 1
+        if value < minimum:
+            raise InvalidRequest(f"`{key}` must be at least {minimum}, got {value}.", param=key)
+        if value > max_model_len:
+            raise InvalidRequest(
+                f"`{key}` is {value}, above this model's context length of {max_model_len} tokens.", param=key
+            )
+
+
+def check_request(body: dict, endpoint: Endpoint, *, max_model_len: int) -> None:
+    """Raise InvalidRequest naming the parameter if the body is not a valid request."""
+    _check_max_tokens(body, endpoint, max_model_len)
+    try:
+        _request_model(endpoint).model_validate(body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidRequest(f"Invalid value for `{param}`: {first['msg']}.", param=param) from None
+    except ValueError as err:  # model validators raise plain ValueError
+        raise InvalidRequest(str(err)) from None

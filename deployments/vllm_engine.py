@@ -1,0 +1,258 @@
+"""A vLLM `AsyncLLM` with LoRA enabled, served through vLLM's own OpenAI layer.
+
+The replica does not re-implement the OpenAI protocol: it builds vLLM's serving
+objects (`OpenAIServingCompletion`, `OpenAIServingChat`) exactly as vLLM's API server
+does, and only adds what a fleet needs on top: adapters resolved from the store on
+first use, residency bookkeeping, and the replica stats the router reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+
+from adapters.errors import AdapterLoadError, EngineDead
+from adapters.validation import AdapterSpec
+from cluster.residency import ResidencyTracker
+from cluster.stats import ReplicaStats
+from deployments.config import LorafleetConfig
+from deployments.protocol import Endpoint, ResponseHead, error_body
+
+logger = logging.getLogger(__name__)
+
+
+def vllm_cli_args(config: LorafleetConfig) -> list[str]:
+    """The engine's settings as vLLM CLI flags: parsed by vLLM's own parser, so every
+    default and check of `vllm serve` applies unchanged."""
+    e = config.engine
+    args = [
+        config.model.source,
+        "--served-model-name", config.model.served_name,
+        "--enable-lora",
+        "--max-loras", str(e.max_loras),
+        "--max-cpu-loras", str(e.max_cpu_loras),
+        "--max-lora-rank", str(e.max_lora_rank),
+        # Restricting LoRA to the projections keeps vLLM's LoRA logits processor
+        # (the crashing path for batched prompt logprobs) out of the engine.
+        "--lora-target-modules", *e.lora_target_modules,
+        "--max-model-len", str(e.max_model_len),
+        "--max-num-seqs", str(e.max_num_seqs),
+        "--dtype", e.dtype,
+        "--seed", str(e.seed),
+    ]
+    if e.enforce_eager:
+        args.append("--enforce-eager")
+    if config.deployment.replica_gpus > 0:
+        args += ["--gpu-memory-utilization", str(e.gpu_memory_utilization)]
+    return args
+
+
+def parse_vllm_args(config: LorafleetConfig) -> argparse.Namespace:
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = make_arg_parser(FlexibleArgumentParser())
+    args = parser.parse_args(vllm_cli_args(config))
+    args.model = args.model_tag
+    return args
+
+
+def engine_environment(config: LorafleetConfig) -> dict[str, str]:
+    """Environment a replica process needs before vLLM is imported."""
+    env = {
+        "VLLM_CPU_KVCACHE_SPACE": str(config.engine.kv_cache_gib),
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1" if os.path.isdir(config.model.source) else os.environ.get("HF_HUB_OFFLINE", "0"),
+    }
+    if config.deployment.engine_threads:
+        env["OMP_NUM_THREADS"] = str(config.deployment.engine_threads)
+    return env
+
+
+class _StatsSink:
+    """Receives vLLM's per-step scheduler stats (through a StatLogger) for the replica."""
+
+    def __init__(self, residency: ResidencyTracker):
+        self.residency = residency
+        self.running = 0
+        self.waiting = 0
+        self.kv_cache_usage = 0.0
+        self.tokens = Counter()
+
+    def record_step(self, scheduler_stats) -> None:
+        self.running = scheduler_stats.num_running_reqs
+        self.waiting = scheduler_stats.num_waiting_reqs + scheduler_stats.num_skipped_waiting_reqs
+        self.kv_cache_usage = scheduler_stats.kv_cache_usage
+        running = scheduler_stats.running_lora_adapters
+        self.residency.ran(running)
+        # One decode step produces one token per running request: a cheap per-adapter
+        # token-rate estimate for the placement's demand model (prefill not counted).
+        self.tokens.update(running)
+
+
+def _stat_logger_factory(sink: _StatsSink):
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class ReplicaStatLogger(StatLoggerBase):
+        def __init__(self, vllm_config, engine_index: int = 0):
+            pass
+
+        def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0):
+            if scheduler_stats is not None:
+                sink.record_step(scheduler_stats)
+
+        def log_engine_initialized(self):
+            pass
+
+    return ReplicaStatLogger
+
+
+class VLLMEngine:
+    """One engine per replica. `generate` yields a ResponseHead, then body strings."""
+
+    def __init__(self, config: LorafleetConfig, replica_id: str, node_id: str = ""):
+        self.config = config
+        self.replica_id = replica_id
+        self.node_id = node_id
+        self.residency = ResidencyTracker(config.engine.max_loras, config.engine.max_cpu_loras)
+        self._sink = _StatsSink(self.residency)
+        self._requests = Counter()
+        self._loading: set[str] = set()
+        self._lora_ids = itertools.count(1)
+        self._lora_locks: dict[str, asyncio.Lock] = {}
+        self._registered: dict[str, tuple[int, str]] = {}  # name -> (lora_int_id, fingerprint)
+        self.engine = None
+
+    async def start(self) -> None:
+        from starlette.datastructures import State
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = parse_vllm_args(self.config)
+        engine_args = AsyncEngineArgs.from_cli_args(args)
+        self.engine = AsyncLLM.from_engine_args(engine_args, stat_loggers=[_stat_logger_factory(self._sink)])
+        state = State()
+        await init_app_state(self.engine, state, args, supported_tasks=("generate",))
+        self._models = state.openai_serving_models
+        self._serving = {Endpoint.COMPLETIONS: state.openai_serving_completion, Endpoint.CHAT: state.openai_serving_chat}
+
+    async def check_health(self) -> None:
+        """Raise if the engine is dead, so Ray Serve replaces this replica."""
+        if self.engine is None:
+            raise EngineDead("engine not started")
+        await self.engine.check_health()
+
+    def shutdown(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+
+    def stats(self) -> ReplicaStats:
+        return ReplicaStats(
+            replica_id=self.replica_id,
+            node_id=self.node_id,
+            gpu_slots=self.config.engine.max_loras,
+            cpu_slots=self.config.engine.max_cpu_loras,
+            gpu_resident=self.residency.gpu_resident(),
+            cpu_resident=self.residency.cpu_resident(),
+            loading=tuple(sorted(self._loading)),
+            queue_len=self._sink.waiting,
+            running=self._sink.running,
+            kv_cache_usage=self._sink.kv_cache_usage,
+            per_adapter_requests=dict(self._requests),
+            per_adapter_tokens=dict(self._sink.tokens),
+            adapter_loads=self.residency.loads,
+            healthy=self.engine is not None and not self.engine.errored,
+            ts=time.time(),
+        )
+
+    async def ensure_adapter(self, spec: AdapterSpec) -> None:
+        """Register the adapter with vLLM (and read it into the CPU cache) once per
+        version; later requests find it by name. A changed fingerprint means the store
+        holds new weights under the same name: load them under a new id."""
+        current = self._registered.get(spec.name)
+        if current and current[1] == spec.fingerprint:
+            return
+        lock = self._lora_locks.setdefault(spec.name, asyncio.Lock())
+        async with lock:
+            current = self._registered.get(spec.name)
+            if current and current[1] == spec.fingerprint:
+                return
+            from vllm.lora.request import LoRARequest
+
+            request = LoRARequest(lora_name=spec.name, lora_int_id=next(self._lora_ids), lora_path=spec.path)
+            self._loading.add(spec.name)
+            started = time.perf_counter()
+            try:
+                await self.engine.add_lora(request)
+            except Exception as err:  # vLLM raises plain exceptions for bad files
+                if self.engine.errored:
+                    raise EngineDead(f"engine died while loading adapter {spec.name!r}") from err
+                raise AdapterLoadError(f"adapter {spec.name!r} failed to load: {err}", retriable=False) from err
+            finally:
+                self._loading.discard(spec.name)
+            if current is not None:
+                await self.engine.remove_lora(current[0])
+            self._models.lora_requests[spec.name] = request
+            self._registered[spec.name] = (request.lora_int_id, spec.fingerprint)
+            self.residency.loaded(spec.name)
+            logger.info("adapter %s loaded in %.3fs", spec.name, time.perf_counter() - started)
+
+    async def generate(self, endpoint: Endpoint, body: dict, adapter: AdapterSpec | None) -> AsyncIterator[object]:
+        """Run one OpenAI request; yield a ResponseHead, then the body (SSE lines or JSON)."""
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+        from vllm.exceptions import VLLMClientError
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        streaming = bool(body.get("stream"))
+        try:
+            if adapter is not None:
+                await self.ensure_adapter(adapter)
+                body = {**body, "model": adapter.name}
+            else:
+                body = {**body, "model": self.config.model.served_name}
+            request_cls = CompletionRequest if endpoint is Endpoint.COMPLETIONS else ChatCompletionRequest
+            request = request_cls.model_validate(body)
+            self._requests[adapter.name if adapter else ""] += 1
+            serving = self._serving[endpoint]
+            if endpoint is Endpoint.COMPLETIONS:
+                result = await serving.create_completion(request, raw_request=None)
+            else:
+                result = await serving.create_chat_completion(request, raw_request=None)
+        except EngineDeadError as err:
+            raise EngineDead(f"engine on replica {self.replica_id} is dead: {err}") from err
+        except (VLLMClientError, ValueError) as err:  # vLLM's request checks, e.g. prompt too long
+            param = _PARAM_NAMES.get(getattr(err, "parameter", None), getattr(err, "parameter", None))
+            yield ResponseHead(400, self.replica_id, False)
+            yield error_body(str(err), err_type="invalid_request_error", code="invalid_value", param=param)
+            return
+
+        if hasattr(result, "__aiter__"):
+            yield ResponseHead(200, self.replica_id, True)
+            async for chunk in result:
+                yield chunk
+            return
+        error = getattr(result, "error", None)
+        if error is not None:
+            if self.engine.errored:
+                raise EngineDead(f"engine on replica {self.replica_id} is dead: {error.message}")
+            yield ResponseHead(int(error.code), self.replica_id, False)
+            yield error_body(error.message, err_type=error.type, code=_openai_code(int(error.code)), param=error.param)
+            return
+        yield ResponseHead(200, self.replica_id, False)
+        yield result.model_dump_json()
+
+
+# vLLM names some parameters after its internals; clients know the request field.
+_PARAM_NAMES = {"input_tokens": "prompt"}
+
+
+def _openai_code(status: int) -> str:
+    return {400: "invalid_value", 404: "model_not_found", 503: "overloaded"}.get(status, "internal_error")
