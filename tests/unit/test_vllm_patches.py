@@ -1,0 +1,62 @@
+"""The fix for vLLM's PyTorch LoRA kernels: tokens without a LoRA (index -1) get none.
+
+Unpatched, `lora_weights[-1]` silently applies the engine's last LoRA slot to
+base-model tokens batched with adapter requests (found by the fleet's
+adapter-correctness test)."""
+
+import pytest
+import torch
+
+from deployments.vllm_patches import mask_negative_lora_indices
+
+lora_ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
+
+
+def _shrink_case():
+    torch.manual_seed(0)
+    x = torch.randn(3, 8)
+    weights = torch.randn(2, 1, 4, 8)  # 2 slots, rank 4, hidden 8
+    indices = torch.tensor([0, -1, 1])
+    return x, weights, indices
+
+
+def test_unpatched_kernel_applies_the_last_slot_to_base_tokens():
+    """Documents the upstream bug this patch exists for (fails once vLLM fixes it)."""
+    x, weights, indices = _shrink_case()
+    out = torch.zeros(3, 4)
+    original = getattr(lora_ops.bgmv_shrink, "__wrapped__", lora_ops.bgmv_shrink)
+    original(x, weights, out, indices, 1.0)
+    assert out[1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("kernel_name", ["bgmv_shrink", "bgmv_expand", "bgmv_expand_slice"])
+def test_patched_kernels_give_base_tokens_no_lora_and_keep_lora_tokens_exact(kernel_name):
+    kernel = getattr(lora_ops, kernel_name)
+    kernel = getattr(kernel, "__wrapped__", kernel)
+    patched = mask_negative_lora_indices(kernel)
+    torch.manual_seed(1)
+    indices = torch.tensor([0, -1, 1])
+    if kernel_name == "bgmv_shrink":
+        inputs, weights, shape, extra = torch.randn(3, 8), torch.randn(2, 1, 4, 8), (3, 4), (1.0,)
+    elif kernel_name == "bgmv_expand":
+        inputs, weights, shape, extra = torch.randn(3, 4), torch.randn(2, 1, 8, 4), (3, 8), (True,)
+    else:
+        inputs, weights, shape, extra = torch.randn(3, 4), torch.randn(2, 1, 8, 4), (3, 16), (8, 8, True)
+    expected, got = torch.zeros(shape), torch.zeros(shape)
+    kernel(inputs, weights, expected, indices, *extra)
+    patched(inputs, weights, got, indices, *extra)
+    assert torch.all(got[1] == 0)
+    assert torch.allclose(got[[0, 2]], expected[[0, 2]])
+
+
+def test_plugin_is_registered_for_vllm_and_idempotent():
+    from importlib.metadata import entry_points
+
+    from deployments.vllm_patches import register
+
+    names = {ep.value for ep in entry_points(group="vllm.general_plugins")}
+    assert "deployments.vllm_patches:register" in names
+    register()
+    first = lora_ops.bgmv_shrink
+    register()
+    assert lora_ops.bgmv_shrink is first
