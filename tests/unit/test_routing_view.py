@@ -1,0 +1,89 @@
+"""ClusterView (the per-snapshot index) and InflightTracker."""
+
+from __future__ import annotations
+
+from cluster.routing import ClusterView, InflightTracker, Residency
+from cluster.stats import ReplicaStats, Tier
+
+
+def fleet() -> list[ReplicaStats]:
+    return [
+        ReplicaStats("r0", gpu_slots=2, gpu_resident=("a", "b"), cpu_resident=("c",)),
+        ReplicaStats("r1", gpu_slots=2, gpu_resident=("c",), cpu_resident=("a",), loading=("d",)),
+        ReplicaStats("r2", gpu_slots=2, loading=("a",)),
+        ReplicaStats("sick", gpu_slots=2, gpu_resident=("a",), healthy=False),
+    ]
+
+
+def test_holders_best_tier_first_and_unhealthy_excluded():
+    view = ClusterView(fleet())
+    assert view.holders("a") == ("r0", "r1", "r2")
+    assert view.holders("a", (Tier.GPU, Tier.CPU)) == ("r0", "r1")
+    assert list(view.holders_in("a", Tier.LOADING)) == ["r2"]
+    assert view.holders("nobody") == ()
+
+
+def test_routable_ids_exclude_unhealthy_include_no_stats():
+    view = ClusterView(fleet(), no_stats=["fresh"])
+    assert view.routable_ids == ("r0", "r1", "r2", "fresh")
+    assert view.replica_ids == ("r0", "r1", "r2", "sick", "fresh")
+    assert len(view) == 5 and "fresh" in view and "sick" in view and "gone" not in view
+    assert view.stats("fresh") is None
+    assert view.residency("a", "fresh") is Residency.UNKNOWN
+
+
+def test_no_stats_id_that_also_has_stats_is_not_unknown():
+    view = ClusterView(fleet(), no_stats=["r0", "r0"])
+    assert view.replica_ids.count("r0") == 1
+    assert view.residency("a", "r0") is Residency.GPU
+
+
+def test_repeated_replica_id_keeps_the_last_report():
+    view = ClusterView(
+        [ReplicaStats("r0", gpu_resident=("a",)), ReplicaStats("r0", cpu_resident=("a",))]
+    )
+    assert view.residency("a", "r0") is Residency.CPU
+    assert len(view) == 1
+
+
+def test_with_placement_shares_snapshot_and_leaves_original_alone():
+    view = ClusterView(fleet(), placement={"x": ["r2"]})
+    newer = view.with_placement({"x": ["r0", "r0", "r1"]})
+    assert view.desired("x") == ("r2",)
+    assert newer.desired("x") == ("r0", "r1")
+    assert newer.holders("a") == view.holders("a")
+    inflight = InflightTracker()
+    assert newer.candidate("r0", "x", inflight).desired
+    assert not view.candidate("r0", "x", inflight).desired
+
+
+def test_empty_placement_entries_are_ignored():
+    view = ClusterView(fleet(), placement={"x": [], "y": set()})
+    assert view.desired("x") == () and view.desired("y") == ()
+
+
+def test_fewest_adapters_ids():
+    view = ClusterView(fleet())
+    assert view.fewest_adapters_ids == ("r2",)  # loading does not count as holding
+    assert ClusterView(no_stats=["a", "b"]).fewest_adapters_ids == ("a", "b")
+
+
+def test_inflight_tracker_counts_assign_and_finish():
+    t = InflightTracker()
+    for rid in ["r0", "r0", "r1"]:
+        t.on_assign(rid)
+    assert (t.count("r0"), t.count("r1"), t.count("r2")) == (2, 1, 0)
+    t.on_finish("r0")
+    assert t.count("r0") == 1 and t.total() == 2
+    assert t.as_dict() == {"r0": 1, "r1": 1}
+
+
+def test_inflight_tracker_never_negative_and_forgets():
+    t = InflightTracker()
+    t.on_finish("r0")  # stray finish (e.g. after a restart of the router)
+    assert t.count("r0") == 0
+    t.on_assign("r0")
+    assert t.count("r0") == 1
+    t.on_assign("r1")
+    t.forget("r1")
+    assert t.count("r1") == 0 and t.as_dict() == {"r0": 1}
