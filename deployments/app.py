@@ -8,13 +8,29 @@ running lorafleet deploys the same graph from the same validated schema.
 from __future__ import annotations
 
 from ray.serve import Application
+from ray.serve.config import RequestRouterConfig
 
 from deployments.config import LorafleetConfig, parse_config
+from deployments.controller import FleetController
 from deployments.engine_replica import EngineReplica
 from deployments.ingress import Ingress
+from deployments.router import ROUTER_CLASS_PATH
 from deployments.vllm_engine import engine_environment
 
 APP_NAME = "lorafleet"
+
+
+def request_router_config(config: LorafleetConfig) -> RequestRouterConfig:
+    """`pow2` is Ray Serve's own default router, untouched (the honest baseline); every
+    other policy runs in lorafleet's router over the same replica stats."""
+    routing = config.routing
+    if routing.policy == "pow2":
+        return RequestRouterConfig(request_routing_stats_period_s=routing.stats_period_s)
+    return RequestRouterConfig(
+        request_router_class=ROUTER_CLASS_PATH,
+        request_router_kwargs={"policy": routing.policy, "settings": routing.settings.model_dump()},
+        request_routing_stats_period_s=routing.stats_period_s,
+    )
 
 
 def build_app(config: LorafleetConfig | dict) -> Application:
@@ -22,6 +38,7 @@ def build_app(config: LorafleetConfig | dict) -> Application:
         config = parse_config(config)
     config_dict = config.model_dump(mode="json")
     d = config.deployment
+    controller = FleetController.options(ray_actor_options={"num_cpus": 0}).bind(d.stats_report_period_s)
     engine = EngineReplica.options(
         num_replicas=d.num_replicas,
         max_ongoing_requests=d.max_ongoing_requests,
@@ -29,14 +46,15 @@ def build_app(config: LorafleetConfig | dict) -> Application:
         health_check_period_s=d.health_check_period_s,
         health_check_timeout_s=max(30.0, 3 * d.health_check_period_s),
         graceful_shutdown_timeout_s=10,
+        request_router_config=request_router_config(config),
         ray_actor_options={
             "num_cpus": d.replica_cpus,
             "num_gpus": d.replica_gpus,
             "runtime_env": {"env_vars": engine_environment(config)},
         },
-    ).bind(config_dict)
+    ).bind(config_dict, controller)
     return Ingress.options(
         num_replicas=d.ingress_replicas,
         max_ongoing_requests=d.max_queued_requests + d.num_replicas * d.max_ongoing_requests,
         ray_actor_options={"num_cpus": d.ingress_cpus},
-    ).bind(config_dict, engine)
+    ).bind(config_dict, engine, controller)

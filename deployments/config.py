@@ -10,12 +10,17 @@ error instead of a silently ignored key.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 from typing import Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, create_model, model_validator
+
 from adapters.validation import FORBIDDEN_TARGET_MODULES, PROJECTION_MODULES
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+from cluster.routing.registry import POLICIES
+from cluster.routing.settings import RoutingSettings
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -80,6 +85,7 @@ class DeploymentConfig(_Strict):
     ingress_replicas: PositiveInt = Field(default=1, description="Replicas of the HTTP ingress.")
     ingress_cpus: float = Field(default=0.1, ge=0, description="Ray CPUs reserved per ingress replica.")
     health_check_period_s: PositiveFloat = Field(default=5.0, description="How often Ray Serve checks that a replica's engine is alive.")
+    stats_report_period_s: PositiveFloat = Field(default=1.0, description="How often each replica reports its stats to the fleet controller.")
     engine_threads: int = Field(
         default=0, ge=0, description="CPU threads per engine (CPU backend only); 0 lets vLLM decide."
     )
@@ -96,12 +102,47 @@ class ServerConfig(_Strict):
     max_request_bytes: PositiveInt = Field(default=1_048_576, description="Largest accepted request body.")
 
 
+def _model_of(dataclass_type: type, name: str) -> type[BaseModel]:
+    """A strict pydantic model with the dataclass's fields, types, defaults and
+    descriptions: the pure policy code owns its knobs, the config schema mirrors them
+    without a hand-written copy that could drift."""
+    hints = typing.get_type_hints(dataclass_type)
+    fields = {
+        f.name: (hints[f.name], Field(default=f.default, description=f.metadata.get("description")))
+        for f in dataclasses.fields(dataclass_type)
+    }
+    return create_model(name, __base__=_Strict, **fields)
+
+
+RoutingSettingsModel = _model_of(RoutingSettings, "RoutingSettingsModel")
+RoutingPolicyName = Literal[tuple(sorted(POLICIES))]  # type: ignore[valid-type]
+
+
+class RoutingConfig(_Strict):
+    policy: RoutingPolicyName = Field(
+        default="adapter_affinity",
+        description="Request routing policy: adapter_affinity (lorafleet's), pow2 (Ray Serve's default "
+        "router), multiplex (Ray Serve LLM-style model affinity), lora_affinity_llmd, random.",
+    )
+    stats_period_s: PositiveFloat = Field(default=0.5, description="How often replicas publish their stats to routers.")
+    settings: RoutingSettingsModel = Field(default_factory=RoutingSettingsModel, description="Knobs of the adapter_affinity policy.")
+
+    @model_validator(mode="after")
+    def _check_settings(self) -> "RoutingConfig":
+        self.routing_settings()  # RoutingSettings checks ranges and cross-field rules
+        return self
+
+    def routing_settings(self) -> RoutingSettings:
+        return RoutingSettings(**self.settings.model_dump())
+
+
 class LorafleetConfig(_Strict):
     model: ModelConfig
     engine: EngineConfig = EngineConfig()
     deployment: DeploymentConfig = DeploymentConfig()
     adapters: AdapterStoreConfig
     server: ServerConfig = ServerConfig()
+    routing: RoutingConfig = RoutingConfig()
 
     def with_paths_resolved(self, base_dir: Path) -> "LorafleetConfig":
         """Resolve relative local paths against `base_dir` (the config file's folder)."""

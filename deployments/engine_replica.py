@@ -8,10 +8,12 @@ handle call `generate`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import ray
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from adapters.validation import AdapterSpec
 from deployments.config import LorafleetConfig
@@ -23,14 +25,27 @@ logger = logging.getLogger(__name__)
 
 @serve.deployment(name="EngineReplica")
 class EngineReplica:
-    async def __init__(self, config: dict):
+    async def __init__(self, config: dict, controller: DeploymentHandle | None = None):
         self.config = LorafleetConfig.model_validate(config)
         context = serve.get_replica_context()
         replica_id = context.replica_id.unique_id
         node_id = ray.get_runtime_context().get_node_id()
         self.engine = VLLMEngine(self.config, replica_id, node_id=node_id)
         await self.engine.start()
+        self._controller = controller
+        self._reporter = asyncio.get_running_loop().create_task(self._report_forever()) if controller else None
         logger.info("engine replica %s ready on node %s", replica_id, node_id)
+
+    async def _report_forever(self) -> None:
+        """Push stats to the fleet controller; a failed report is retried next period
+        (the controller may be restarting), never fatal to serving."""
+        period = self.config.deployment.stats_report_period_s
+        while True:
+            try:
+                await self._controller.report.remote(self.engine.stats().to_dict())
+            except Exception as err:  # noqa: BLE001 - any failure: try again next period
+                logger.warning("stats report to the fleet controller failed: %s", err)
+            await asyncio.sleep(period)
 
     async def generate(self, endpoint: Endpoint, body: dict, adapter: AdapterSpec | None):
         async for item in self.engine.generate(endpoint, body, adapter):
@@ -46,6 +61,9 @@ class EngineReplica:
         await self.engine.check_health()
 
     def __del__(self):
+        reporter = getattr(self, "_reporter", None)
+        if reporter is not None:
+            reporter.cancel()
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.shutdown()

@@ -63,9 +63,10 @@ async def _relay_sse(stream):
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, config: dict, engine: DeploymentHandle):
+    def __init__(self, config: dict, engine: DeploymentHandle, controller: DeploymentHandle):
         self.config = LorafleetConfig.model_validate(config)
         self.engine = engine
+        self.controller = controller
         self.base_name = self.config.model.served_name
         self.store = open_store(
             self.config.adapters.uri,
@@ -81,6 +82,11 @@ class Ingress:
     @app.get("/health")
     async def health(self) -> dict:
         return {"status": "ok"}
+
+    @app.get("/fleet/replicas")
+    async def fleet_replicas(self) -> dict:
+        """Every live engine replica's latest stats (residency per tier, queue, loads)."""
+        return {"replicas": await self.controller.snapshot.remote()}
 
     @app.get("/v1/models")
     async def list_models(self) -> dict:

@@ -20,7 +20,7 @@ import yaml
 
 from tests.conftest import REPO, TEST_ASSETS
 
-NUM_REPLICAS = 2
+NUM_REPLICAS = 3
 STARTUP_TIMEOUT_S = 420
 INVALID_ADAPTERS = {"broken-pickle": "pickle", "broken-lm-head": "lm_head"}
 
