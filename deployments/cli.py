@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -94,8 +95,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # After ray.init: Ray installs its own fatal-signal handlers, ours must win so
     # SIGTERM (Kubernetes, CI, Ctrl-C) takes the clean shutdown path below.
     stop = threading.Event()
+    ready = threading.Event()
+
+    def on_signal(*_):
+        # Before the app is up, interrupt the start-up wait at once; after, let the
+        # main loop leave normally. Either way the `finally` below cleans up.
+        stop.set()
+        if not ready.is_set():
+            raise KeyboardInterrupt
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     try:
         serve.start(http_options={"host": config.server.host, "port": config.server.port,
                                   "request_timeout_s": config.server.request_timeout_s})
@@ -106,11 +116,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print("lorafleet: the server did not become healthy in time", file=sys.stderr)
             return 1
         adapters = _first_adapter(base_url)
+        ready.set()
         print(ready_message(config, adapters), flush=True)
         while not stop.wait(1.0):
             pass
         print("lorafleet: shutting down...", flush=True)
         return 0
+    except KeyboardInterrupt:
+        print("lorafleet: interrupted during start-up, shutting down...", flush=True)
+        return 130
     finally:
         try:
             serve.shutdown()
@@ -144,6 +158,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from deployments.bench import drive_running_server, run_plan
+
+    plan = Path(args.plan)
+    if args.url:
+        print(json.dumps(drive_running_server(plan, args.url, args.base_model), indent=2))
+        return 0
+    policies = tuple(args.policies.split(",")) if args.policies else None
+    result = run_plan(plan, rounds=args.rounds, policies=policies, out=Path(args.out) if args.out else None)
+    print(json.dumps(result["summary"], indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lorafleet", description="Serve many LoRA adapters of one base model on Ray Serve + vLLM.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo_p = sub.add_parser("demo-assets", help="write the tiny demo base model and adapters")
     demo_p.add_argument("--out", required=True, help="output folder (gets base/ and adapters/)")
     demo_p.set_defaults(func=cmd_demo_assets)
+
+    bench_p = sub.add_parser("bench", help="benchmark routing policies (fresh server per policy and round), or drive --url")
+    bench_p.add_argument("plan", help="benchmark plan YAML (see bench/workloads/)")
+    bench_p.add_argument("--rounds", type=int, help="override the plan's rounds")
+    bench_p.add_argument("--policies", help="comma-separated routing policies, overriding the plan's")
+    bench_p.add_argument("--out", help="result JSON (default bench/results/<plan name>.json)")
+    bench_p.add_argument("--url", help="drive this running server once instead of starting servers")
+    bench_p.add_argument("--base-model", default="lorafleet-tiny-llama", help="base model name (with --url)")
+    bench_p.set_defaults(func=cmd_bench)
 
     check_p = sub.add_parser("check-config", help="validate a config file and print it resolved")
     check_p.add_argument("--config", required=True)

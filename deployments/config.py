@@ -93,6 +93,11 @@ class DeploymentConfig(_Strict):
 
 class AdapterStoreConfig(_Strict):
     uri: str = Field(description="Where adapters live: a local directory (one sub-folder per adapter). Relative paths resolve against the config file.")
+    fetch_latency_ms: int = Field(
+        default=0, ge=0, le=60_000,
+        description="Emulated store fetch time added to every cold adapter load into a replica's host memory. "
+        "0 in production; benchmarks set it to reproduce a remote store's (or a GPU's) load-to-decode cost ratio.",
+    )
 
 
 class ServerConfig(_Strict):
@@ -100,6 +105,12 @@ class ServerConfig(_Strict):
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the OpenAI-compatible API.")
     request_timeout_s: PositiveFloat = Field(default=300.0, description="Longest a request may take end to end.")
     max_request_bytes: PositiveInt = Field(default=1_048_576, description="Largest accepted request body.")
+    metrics_port: int = Field(
+        default=8080, ge=1, le=65535,
+        description="Port of the Prometheus metrics endpoint of the Ray cluster `lorafleet serve` starts "
+        "(Ray's own endpoint: lorafleet's, Ray's and Ray Serve's metrics). Used only when `serve` starts a "
+        "local cluster; nodes started by `ray start` (KubeRay) use their --metrics-export-port (8080).",
+    )
 
 
 def _model_of(dataclass_type: type, name: str) -> type[BaseModel]:
@@ -136,6 +147,20 @@ class RoutingConfig(_Strict):
         return RoutingSettings(**self.settings.model_dump())
 
 
+class ObservabilityConfig(_Strict):
+    adapter_label_top_k: int = Field(
+        default=50, ge=0,
+        description="Adapters that get their own `adapter` label value in lorafleet's metrics, per process "
+        "(the busiest, reviewed every adapter_label_review_s); all others are counted as `_other`. At most "
+        "2x this many names are ever used per process, which bounds the series count (see cluster/labels.py).",
+    )
+    adapter_label_review_s: PositiveFloat = Field(
+        default=300.0,
+        description="How often (seconds) the named adapters are compared with recent traffic; a busier unnamed "
+        "adapter (at least 2x the requests) replaces the least requested named one.",
+    )
+
+
 class LorafleetConfig(_Strict):
     model: ModelConfig
     engine: EngineConfig = EngineConfig()
@@ -143,6 +168,7 @@ class LorafleetConfig(_Strict):
     adapters: AdapterStoreConfig
     server: ServerConfig = ServerConfig()
     routing: RoutingConfig = RoutingConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
 
     def with_paths_resolved(self, base_dir: Path) -> "LorafleetConfig":
         """Resolve relative local paths against `base_dir` (the config file's folder)."""
@@ -163,8 +189,10 @@ class LorafleetConfig(_Strict):
             }
         )
 
-    def with_overrides(self, *, host: str | None = None, port: int | None = None) -> "LorafleetConfig":
-        update = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    def with_overrides(
+        self, *, host: str | None = None, port: int | None = None, metrics_port: int | None = None
+    ) -> "LorafleetConfig":
+        update = {k: v for k, v in (("host", host), ("port", port), ("metrics_port", metrics_port)) if v is not None}
         if not update:
             return self
         return self.model_validate({**self.model_dump(), "server": {**self.server.model_dump(), **update}})

@@ -173,23 +173,31 @@ class VLLMEngine:
         )
 
     async def ensure_adapter(self, spec: AdapterSpec) -> None:
-        """Register the adapter with vLLM (and read it into the CPU cache) once per
-        version; later requests find it by name. A changed fingerprint means the store
-        holds new weights under the same name: load them under a new id."""
+        """Make sure the adapter's current version is in the engine's host-memory cache.
+
+        The first use of a version registers it with vLLM under a fresh id (a changed
+        fingerprint means new weights under the same name). An adapter the residency
+        mirror says was evicted from the CPU cache is read from the store again, so
+        the store's fetch cost (`adapters.fetch_latency_ms`, when emulated) applies to
+        every cold load, as it would with a remote store."""
         current = self._registered.get(spec.name)
-        if current and current[1] == spec.fingerprint:
+        if current and current[1] == spec.fingerprint and spec.name in self.residency.cpu:
             return
         lock = self._lora_locks.setdefault(spec.name, asyncio.Lock())
         async with lock:
             current = self._registered.get(spec.name)
-            if current and current[1] == spec.fingerprint:
+            fresh = current is None or current[1] != spec.fingerprint
+            if not fresh and spec.name in self.residency.cpu:
                 return
             from vllm.lora.request import LoRARequest
 
-            request = LoRARequest(lora_name=spec.name, lora_int_id=next(self._lora_ids), lora_path=spec.path)
+            lora_id = next(self._lora_ids) if fresh else current[0]
+            request = LoRARequest(lora_name=spec.name, lora_int_id=lora_id, lora_path=spec.path)
             self._loading.add(spec.name)
             started = time.perf_counter()
             try:
+                if self.config.adapters.fetch_latency_ms:
+                    await asyncio.sleep(self.config.adapters.fetch_latency_ms / 1000)
                 await self.engine.add_lora(request)
             except Exception as err:  # vLLM raises plain exceptions for bad files
                 if self.engine.errored:
@@ -197,10 +205,10 @@ class VLLMEngine:
                 raise AdapterLoadError(f"adapter {spec.name!r} failed to load: {err}", retriable=False) from err
             finally:
                 self._loading.discard(spec.name)
-            if current is not None:
+            if fresh and current is not None:
                 await self.engine.remove_lora(current[0])
             self._models.lora_requests[spec.name] = request
-            self._registered[spec.name] = (request.lora_int_id, spec.fingerprint)
+            self._registered[spec.name] = (lora_id, spec.fingerprint)
             self.residency.loaded(spec.name)
             logger.info("adapter %s loaded in %.3fs", spec.name, time.perf_counter() - started)
 

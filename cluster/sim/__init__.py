@@ -1,0 +1,1 @@
+"""Discrete-event simulation of a lorafleet fleet, running the real router and planner."""
