@@ -1,0 +1,99 @@
+"""The Ray Serve router glue: RunningReplica stats in, one replica per rank out.
+
+Uses stand-ins for Ray's RunningReplica / PendingRequest (only the attributes the
+glue reads), so it runs without a Ray cluster."""
+
+import asyncio
+from dataclasses import dataclass, field
+
+import pytest
+from ray.serve._private.common import DeploymentHandleSource, DeploymentID
+
+from cluster.stats import ReplicaStats
+from deployments.router import AdapterAwareRouter
+
+
+@dataclass(frozen=True)
+class FakeReplicaID:
+    unique_id: str
+
+
+@dataclass
+class FakeReplica:
+    replica_id: FakeReplicaID
+    routing_stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class FakeMetadata:
+    multiplexed_model_id: str
+
+
+@dataclass
+class FakePending:
+    metadata: FakeMetadata
+
+
+def _replica(rid, gpu=(), running=0, **extra):
+    stats = ReplicaStats(replica_id=rid, gpu_slots=2, cpu_slots=4, gpu_resident=tuple(gpu), running=running, ts=1.0, **extra)
+    return FakeReplica(FakeReplicaID(rid), stats.to_dict())
+
+
+def _router(policy="adapter_affinity", **settings):
+    router = AdapterAwareRouter(
+        deployment_id=DeploymentID(name="EngineReplica", app_name="lorafleet"),
+        handle_source=DeploymentHandleSource.REPLICA,
+    )
+    router.initialize_state(policy=policy, settings=settings)
+    return router
+
+
+def _choose(router, replicas, adapter):
+    return asyncio.run(router.choose_replicas(replicas, FakePending(FakeMetadata(adapter))))
+
+
+def test_ranks_hold_one_replica_each_with_the_holder_first():
+    replicas = [_replica("a"), _replica("b", gpu=["poet"]), _replica("c")]
+    ranks = _choose(_router(), replicas, "poet")
+    assert all(len(rank) == 1 for rank in ranks)
+    assert ranks[0][0].replica_id.unique_id == "b"
+
+
+def test_router_counts_its_own_inflight_so_a_hot_adapter_spreads_before_stats_arrive():
+    router = _router(spread_threshold=2, spread_ratio=1.0)
+    replicas = [_replica("a", gpu=["poet"]), _replica("b"), _replica("c")]
+    chosen = []
+    for _ in range(6):
+        best = _choose(router, replicas, "poet")[0][0].replica_id
+        router.on_request_routed(None, best, None)  # stats never change: only in-flight counts
+        chosen.append(best.unique_id)
+    assert chosen[0] == "a"
+    assert len(set(chosen)) >= 2
+    for rid in chosen:
+        router.on_request_completed(FakeReplicaID(rid), "req")
+    assert router._inflight.total() == 0
+
+
+def test_replicas_without_stats_are_still_routable_and_no_replicas_gives_no_ranks():
+    router = _router()
+    assert _choose(router, [], "poet") == []
+    ranks = _choose(router, [FakeReplica(FakeReplicaID("fresh"))], "poet")
+    assert [r[0].replica_id.unique_id for r in ranks] == ["fresh"]
+
+
+def test_unhealthy_replicas_are_not_chosen():
+    replicas = [_replica("a", gpu=["poet"], healthy=False), _replica("b")]
+    ranks = _choose(_router(), replicas, "poet")
+    assert [r[0].replica_id.unique_id for r in ranks] == ["b"]
+
+
+@pytest.mark.parametrize("policy", ["multiplex", "lora_affinity_llmd", "random"])
+def test_baseline_policies_run_in_the_same_glue(policy):
+    replicas = [_replica("a", gpu=["poet"]), _replica("b")]
+    ranks = _choose(_router(policy), replicas, "poet")
+    assert ranks and all(len(rank) == 1 for rank in ranks)
+
+
+def test_unknown_policy_is_refused():
+    with pytest.raises(ValueError, match="unknown routing policy"):
+        _router("fastest")
