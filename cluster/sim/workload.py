@@ -191,11 +191,15 @@ def generate(spec: WorkloadSpec, names: Sequence[str] | None = None) -> Iterator
         u = choice.random()
         if spec.base_fraction and u < spec.base_fraction:
             adapter = None
-        elif burst and t >= burst.at_s and (burst.duration_s is None or t < burst.at_s + burst.duration_s) and choice.random() < burst.share:
+        elif burst and _bursting(burst, t) and choice.random() < burst.share:
             adapter = burst_adapter
         else:
             adapter = by_rank[bisect.bisect_left(cdf, choice.random())]
         yield Request(t, adapter, spec.prompt_tokens.sample(lengths), spec.output_tokens.sample(lengths))
+
+
+def _bursting(burst: Burst, t: float) -> bool:
+    return t >= burst.at_s and (burst.duration_s is None or t < burst.at_s + burst.duration_s)
 
 
 def _reshuffle(by_rank: list[str], fraction: float, rng: Random) -> None:
@@ -205,7 +209,7 @@ def _reshuffle(by_rank: list[str], fraction: float, rng: Random) -> None:
     ranks = sorted(rng.sample(range(len(by_rank)), max(2, int(len(by_rank) * fraction))))
     moved = [by_rank[r] for r in ranks]
     rng.shuffle(moved)
-    for r, name in zip(ranks, moved):
+    for r, name in zip(ranks, moved, strict=True):
         by_rank[r] = name
 
 
