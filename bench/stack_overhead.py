@@ -42,10 +42,13 @@ def offline_tok_per_s(config: dict, requests: list[tuple[str, str]]) -> float:
     from vllm.engine.arg_utils import EngineArgs
     from vllm.lora.request import LoRARequest
 
+    import os
+
     from deployments.config import parse_config
-    from deployments.vllm_engine import parse_vllm_args
+    from deployments.vllm_engine import engine_environment, parse_vllm_args
 
     parsed = parse_config(config)
+    os.environ.update(engine_environment(parsed))  # what a replica gets through its runtime_env
     args = parse_vllm_args(parsed)
     engine_args = {k: v for k, v in vars(EngineArgs.from_cli_args(args)).items()}
     llm = LLM(**engine_args)
@@ -76,18 +79,20 @@ async def served_tok_per_s(base_url: str, requests: list[tuple[str, str]]) -> fl
 
 
 def run_offline_in_subprocess(config: dict, n: int) -> float:
-    """Each offline run in its own process: the engine frees all memory and threads."""
+    """Each offline run in its own process (this script again, `--offline-config`): the
+    engine frees all memory and threads, and vLLM's spawned engine process finds a
+    proper `__main__` module."""
     import subprocess
+    import tempfile
 
-    code = (
-        "import json,sys; sys.path.insert(0, %r); from bench.stack_overhead import *; "
-        "cfg=json.loads(sys.argv[1]); print('RESULT', offline_tok_per_s(cfg, make_requests(%d, %r)))"
-        % (str(REPO), n, ADAPTERS)
-    )
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(config)], capture_output=True, text=True, cwd=REPO)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(config, f)
+    out = subprocess.run([sys.executable, __file__, "--offline-config", f.name, "--requests", str(n)],
+                         capture_output=True, text=True, cwd=REPO)
+    Path(f.name).unlink(missing_ok=True)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]
     if not lines:
-        raise RuntimeError(out.stderr[-3000:])
+        raise RuntimeError(out.stderr[-6000:])
     return float(lines[-1].split()[1])
 
 
@@ -98,7 +103,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--offline-config", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.offline_config:
+        config = json.loads(Path(args.offline_config).read_text())
+        print("RESULT", offline_tok_per_s(config, make_requests(args.requests, ADAPTERS)), flush=True)
+        return
 
     adapter_set = AdapterSet(count=48, rank=8, target_modules=("q_proj", "v_proj"))
     base, adapter_dir = build_assets(adapter_set)
