@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lorafleet-installed
 
-.PHONY: setup assets demo test unit clean
+.PHONY: setup assets demo test unit clean prometheus
 
 setup: $(STAMP)
 
@@ -37,7 +37,13 @@ $(ASSETS)/.complete: $(STAMP) adapters/demo.py
 demo: assets
 	$(BIN)/lorafleet serve --config $(CONFIG) --host $(HOST) --port $(PORT)
 
-test: setup
+# Debian's Prometheus + promtool for tests/integration/test_metrics.py (CI runs as root on Debian).
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } || \
+	  echo "prometheus not installable here: test_metrics.py will skip"
+
+test: setup prometheus
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: setup

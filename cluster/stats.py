@@ -36,6 +36,7 @@ class ReplicaStats:
     per_adapter_requests: dict[str, int] = field(default_factory=dict)
     per_adapter_tokens: dict[str, int] = field(default_factory=dict)
     adapter_loads: int = 0
+    desired: tuple[str, ...] = ()  # what the placement controller last asked this replica to hold
     healthy: bool = True
     ts: float = field(default_factory=time.time)
 
@@ -50,7 +51,7 @@ class ReplicaStats:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        for key in ("gpu_resident", "cpu_resident", "loading"):
+        for key in ("gpu_resident", "cpu_resident", "loading", "desired"):
             data[key] = list(data[key])
         return data
 
@@ -58,7 +59,7 @@ class ReplicaStats:
     def from_dict(cls, data: dict) -> "ReplicaStats":
         known = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in data.items() if k in known}
-        for key in ("gpu_resident", "cpu_resident", "loading"):
+        for key in ("gpu_resident", "cpu_resident", "loading", "desired"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)

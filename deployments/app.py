@@ -38,7 +38,8 @@ def build_app(config: LorafleetConfig | dict) -> Application:
         config = parse_config(config)
     config_dict = config.model_dump(mode="json")
     d = config.deployment
-    controller = FleetController.options(ray_actor_options={"num_cpus": 0}).bind(d.stats_report_period_s)
+    placement = config.placement.settings.model_dump(mode="json") if config.placement.enabled else None
+    controller = FleetController.options(ray_actor_options={"num_cpus": 0}).bind(d.stats_report_period_s, placement)
     engine = EngineReplica.options(
         num_replicas=d.num_replicas,
         max_ongoing_requests=d.max_ongoing_requests,

@@ -1,6 +1,6 @@
 """The `lorafleet` command line.
 
-    lorafleet serve --config configs/default.yaml [--host H] [--port P]
+    lorafleet serve --config configs/default.yaml [--host H] [--port P] [--metrics-port M]
     lorafleet demo-assets --out DIR
     lorafleet check-config --config PATH
 """
@@ -53,12 +53,13 @@ def _wait_until_answering(url: str, timeout_s: float) -> bool:
     return False
 
 
-def ready_message(config: LorafleetConfig, adapter: str | None) -> str:
+def ready_message(config: LorafleetConfig, adapter: str | None, metrics_url: str | None = None) -> str:
     url = f"http://{config.server.host}:{config.server.port}"
     model = adapter or config.model.served_name
+    metrics_line = f"\n  Prometheus metrics (lorafleet's, Ray's, Ray Serve's): {metrics_url}\n" if metrics_url else ""
     return f"""
 lorafleet is serving {config.model.served_name} on {url}  (Ctrl-C to stop)
-
+{metrics_line}
   curl {url}/v1/models
   curl {url}/v1/completions -H 'Content-Type: application/json' \\
        -d '{{"model": "{model}", "prompt": "Hello", "max_tokens": 16}}'
@@ -74,7 +75,7 @@ EOF
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config).with_overrides(host=args.host, port=args.port)
+        config = load_config(args.config).with_overrides(host=args.host, port=args.port, metrics_port=args.metrics_port)
     except ConfigError as err:
         print(f"lorafleet: {err}", file=sys.stderr)
         return 2
@@ -84,6 +85,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not _port_free(config.server.host, config.server.port):
         print(f"lorafleet: {config.server.host}:{config.server.port} is already in use; pick another with --port", file=sys.stderr)
         return 2
+    # A local cluster opens Ray's metrics endpoint at server.metrics_port (on all
+    # interfaces unless the node's address is loopback: Ray's choice); a joined cluster
+    # keeps the port its nodes were started with.
+    joining = bool(os.environ.get("RAY_ADDRESS"))
+    metrics_port = None if joining else config.server.metrics_port
+    if metrics_port is not None and not _port_free("0.0.0.0", metrics_port):
+        print(f"lorafleet: metrics port {metrics_port} is already in use; pick another with --metrics-port", file=sys.stderr)
+        return 2
 
     import ray
     from ray import serve
@@ -91,7 +100,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from deployments.app import APP_NAME, build_app
 
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, logging_level="WARNING",
-             runtime_env={"env_vars": _QUIET_ENV})
+             runtime_env={"env_vars": _QUIET_ENV},
+             **({"_metrics_export_port": metrics_port} if metrics_port is not None else {}))
     # After ray.init: Ray installs its own fatal-signal handlers, ours must win so
     # SIGTERM (Kubernetes, CI, Ctrl-C) takes the clean shutdown path below.
     stop = threading.Event()
@@ -117,7 +127,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 1
         adapters = _first_adapter(base_url)
         ready.set()
-        print(ready_message(config, adapters), flush=True)
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port is not None else None
+        print(ready_message(config, adapters, metrics_url), flush=True)
         while not stop.wait(1.0):
             pass
         print("lorafleet: shutting down...", flush=True)
@@ -179,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--config", required=True, help="YAML config (see configs/default.yaml)")
     serve_p.add_argument("--host", help="override server.host")
     serve_p.add_argument("--port", type=int, help="override server.port")
+    serve_p.add_argument("--metrics-port", type=int, help="override server.metrics_port (Ray's Prometheus endpoint)")
     serve_p.set_defaults(func=cmd_serve)
 
     demo_p = sub.add_parser("demo-assets", help="write the tiny demo base model and adapters")
@@ -194,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_p.add_argument("--base-model", default="lorafleet-tiny-llama", help="base model name (with --url)")
     bench_p.set_defaults(func=cmd_bench)
 
+    sub.add_parser("sim", help="simulate routing/placement policies at scale: lorafleet sim --workload FILE (see --help)")
+
     check_p = sub.add_parser("check-config", help="validate a config file and print it resolved")
     check_p.add_argument("--config", required=True)
     check_p.set_defaults(func=cmd_check_config)
@@ -203,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "sim":  # the simulator owns its own options (pure Python, no Ray)
+        from cluster.sim.cli import main as sim_main
+
+        return sim_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

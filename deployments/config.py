@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, create_model, model_validator
 
 from adapters.validation import FORBIDDEN_TARGET_MODULES, PROJECTION_MODULES
+from cluster.placement.settings import PlacementSettings
 from cluster.routing.registry import POLICIES
 from cluster.routing.settings import RoutingSettings
 
@@ -161,6 +162,26 @@ class ObservabilityConfig(_Strict):
     )
 
 
+PlacementSettingsModel = _model_of(PlacementSettings, "PlacementSettingsModel")
+
+
+class PlacementConfig(_Strict):
+    enabled: bool = Field(
+        default=True,
+        description="Run the placement controller: it estimates demand per adapter, plans which replicas hold "
+        "which adapters, replicas preload their share, and routers prefer the planned homes. Off: routing alone.",
+    )
+    settings: PlacementSettingsModel = Field(default_factory=PlacementSettingsModel, description="Knobs of the placement planner.")
+
+    @model_validator(mode="after")
+    def _check_settings(self) -> "PlacementConfig":
+        self.placement_settings()
+        return self
+
+    def placement_settings(self) -> PlacementSettings:
+        return PlacementSettings(**self.settings.model_dump())
+
+
 class LorafleetConfig(_Strict):
     model: ModelConfig
     engine: EngineConfig = EngineConfig()
@@ -168,6 +189,7 @@ class LorafleetConfig(_Strict):
     adapters: AdapterStoreConfig
     server: ServerConfig = ServerConfig()
     routing: RoutingConfig = RoutingConfig()
+    placement: PlacementConfig = PlacementConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
 
     def with_paths_resolved(self, base_dir: Path) -> "LorafleetConfig":

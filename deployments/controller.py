@@ -1,19 +1,26 @@
-"""The fleet controller: the one place that knows every replica's latest stats.
+"""The fleet controller: the one place that knows every replica's latest stats, and
+the placement controller that decides which replica should hold which adapter.
 
 A single-replica Ray Serve deployment (Serve restarts it if it dies). Engine replicas
-push their stats to it every `report_period_s` (a replica that dies simply stops
-reporting and ages out); the ingress reads the fleet snapshot from it for
-`/fleet/replicas` and benchmarks. It holds no state that replicas cannot rebuild: a
-restarted controller is complete again after one report period.
+push their stats to it every `report_period_s` and get their desired adapter set back
+(pull model: a replica that dies simply stops reporting, ages out, and its adapters
+are re-placed at the next plan). The planning itself is the pure `PlacementLoop`
+(cluster/placement), the same code the simulator runs. It holds no state replicas
+cannot rebuild: a restarted controller is complete again after a few reports, and
+while it is down, replicas keep serving and routers route on replica stats alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from ray import serve
 
+from cluster.placement.loop import PlacementLoop
+from cluster.placement.settings import PlacementSettings
 from cluster.stats import ReplicaStats
+from deployments import metrics
 
 # A replica silent for this many report periods is considered gone.
 STALE_AFTER_PERIODS = 5
@@ -21,15 +28,46 @@ STALE_AFTER_PERIODS = 5
 
 @serve.deployment(name="FleetController", num_replicas=1, max_ongoing_requests=1000)
 class FleetController:
-    def __init__(self, report_period_s: float = 1.0):
+    def __init__(self, report_period_s: float = 1.0, placement: dict | None = None):
         self.report_period_s = report_period_s
+        self._loop = PlacementLoop(PlacementSettings(**placement)) if placement is not None else None
+        self._ticker: asyncio.Task | None = None
         self._replicas: dict[str, ReplicaStats] = {}
         self._received_at: dict[str, float] = {}
+        self._live_gauge = metrics.LiveReplicasGauge(self._live, report_period_s)
 
-    async def report(self, stats: dict) -> None:
+    async def report(self, stats: dict) -> dict | None:
+        """Record a replica's stats; return what it should hold ({"gpu": [...], "cpu": [...]}),
+        or None when placement is off."""
         replica = ReplicaStats.from_dict(stats)
+        now = time.monotonic()
         self._replicas[replica.replica_id] = replica
-        self._received_at[replica.replica_id] = time.monotonic()
+        self._received_at[replica.replica_id] = now
+        self._live_gauge.ensure_running()
+        if self._loop is None:
+            return None
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        desired = self._loop.report(replica, now)
+        return {"gpu": sorted(desired.gpu), "cpu": sorted(desired.cpu)}
+
+    async def _tick_forever(self) -> None:
+        """Fold reports into the demand estimate and re-plan every placement period."""
+        while True:
+            if self._loop.tick(time.monotonic()):
+                metrics.record_placement_pass(self._loop.last_plan_s, self._loop.last_actions)
+            await asyncio.sleep(self.report_period_s)
+
+    async def placement(self) -> dict:
+        """The current desired placement: replica -> adapters per tier, and the plan count."""
+        if self._loop is None:
+            return {"enabled": False, "plans": 0, "replicas": {}}
+        desired = self._loop.desired
+        return {
+            "enabled": True,
+            "plans": self._loop.plans,
+            "replicas": {rid: {"gpu": sorted(p.gpu), "cpu": sorted(p.cpu)} for rid, p in desired.items()},
+        }
 
     def _live(self) -> list[ReplicaStats]:
         cutoff = time.monotonic() - STALE_AFTER_PERIODS * self.report_period_s

@@ -16,6 +16,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from adapters.validation import AdapterSpec
+from deployments.adapter_store import open_adapter_store
+from deployments import metrics
 from deployments.config import LorafleetConfig
 from deployments.protocol import Endpoint
 from deployments.vllm_engine import VLLMEngine
@@ -27,22 +29,32 @@ logger = logging.getLogger(__name__)
 class EngineReplica:
     async def __init__(self, config: dict, controller: DeploymentHandle | None = None):
         self.config = LorafleetConfig.model_validate(config)
+        metrics.configure(self.config)
         context = serve.get_replica_context()
         replica_id = context.replica_id.unique_id
         node_id = ray.get_runtime_context().get_node_id()
         self.engine = VLLMEngine(self.config, replica_id, node_id=node_id)
         await self.engine.start()
         self._controller = controller
-        self._reporter = asyncio.get_running_loop().create_task(self._report_forever()) if controller else None
+        self._store = open_adapter_store(self.config)
+        self._gpus = metrics.GpuMonitor.for_replica(replica_id)  # None without a GPU: no GPU metrics
+        self._reporter = asyncio.get_running_loop().create_task(self._report_forever())
         logger.info("engine replica %s ready on node %s", replica_id, node_id)
 
     async def _report_forever(self) -> None:
-        """Push stats to the fleet controller; a failed report is retried next period
-        (the controller may be restarting), never fatal to serving."""
+        """Push stats to the fleet controller and the metrics gauges; a failed report is
+        retried next period (the controller may be restarting), never fatal to serving."""
         period = self.config.deployment.stats_report_period_s
         while True:
             try:
-                await self._controller.report.remote(self.engine.stats().to_dict())
+                stats = self.engine.stats()
+                metrics.publish_replica_stats(stats)
+                if self._gpus is not None:
+                    await self._gpus.publish()
+                if self._controller is not None:
+                    desired = await self._controller.report.remote(stats.to_dict())
+                    if desired is not None:
+                        await self.engine.reconcile(desired["gpu"], desired["cpu"], self._store.resolve)
             except Exception as err:  # noqa: BLE001 - any failure: try again next period
                 logger.warning("stats report to the fleet controller failed: %s", err)
             await asyncio.sleep(period)

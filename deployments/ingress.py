@@ -8,6 +8,7 @@ All errors leave here in the OpenAI shape, mapped once by `deployments.errors`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -18,8 +19,9 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.errors import EngineDead, LorafleetError
-from adapters.store import open_store
-from adapters.validation import AdapterSpec, base_model_info
+from adapters.validation import AdapterSpec
+from deployments.adapter_store import open_adapter_store
+from deployments import metrics
 from deployments.config import LorafleetConfig
 from deployments.errors import HttpError, classify_engine_failure, to_http_error
 from deployments.protocol import Endpoint, ResponseHead, error_body
@@ -28,6 +30,7 @@ from deployments.request_checks import check_request, parse_json_object, request
 logger = logging.getLogger(__name__)
 
 REPLICA_HEADER = "x-lorafleet-replica"
+CLIENT_CLOSED = 499  # the status a request is counted with when its client went away (nginx's)
 
 app = FastAPI(title="lorafleet", description="OpenAI-compatible API over a fleet of LoRA adapters.")
 
@@ -48,16 +51,27 @@ class _TooLarge(Exception):
         self.limit = limit
 
 
-async def _relay_sse(stream):
-    """Relay SSE chunks; a failure mid-stream ends with an OpenAI error event, not a hang."""
+async def _relay_sse(stream, observed: metrics.RequestObservation):
+    """Relay SSE chunks; a failure mid-stream ends with an OpenAI error event, not a hang.
+    A client that goes away cancels the replica's generation instead of leaving it
+    to burn engine time for nobody. `observed` times the first chunk and the end."""
+    finished = False
     try:
         async for chunk in stream:
+            if observed.ttft_s is None:
+                observed.first_chunk()
             yield chunk
+        finished = True
     except Exception as err:  # the client already has a 200: report in-band
-        failure = classify_engine_failure(err)
-        http = to_http_error(failure)
+        finished = True
+        http = to_http_error(classify_engine_failure(err))
+        observed.status = http.status
         yield f"data: {http.body}\n\n"
         yield "data: [DONE]\n\n"
+    finally:
+        if not finished:
+            stream.cancel()
+        observed.finish(None if finished else CLIENT_CLOSED)
 
 
 @serve.deployment(name="Ingress")
@@ -65,15 +79,11 @@ async def _relay_sse(stream):
 class Ingress:
     def __init__(self, config: dict, engine: DeploymentHandle, controller: DeploymentHandle):
         self.config = LorafleetConfig.model_validate(config)
+        metrics.configure(self.config)
         self.engine = engine
         self.controller = controller
         self.base_name = self.config.model.served_name
-        self.store = open_store(
-            self.config.adapters.uri,
-            base=base_model_info(self.config.model.source, self.base_name, self.config.model.aliases),
-            max_lora_rank=self.config.engine.max_lora_rank,
-            allowed_target_modules=self.config.engine.lora_target_modules,
-        )
+        self.store = open_adapter_store(self.config)
         self.created = int(time.time())
         for entry in self.store.entries():
             if entry.error:
@@ -87,6 +97,11 @@ class Ingress:
     async def fleet_replicas(self) -> dict:
         """Every live engine replica's latest stats (residency per tier, queue, loads)."""
         return {"replicas": await self.controller.snapshot.remote()}
+
+    @app.get("/fleet/placement")
+    async def fleet_placement(self) -> dict:
+        """The placement controller's current desired placement (replica -> adapters per tier)."""
+        return await self.controller.placement.remote()
 
     @app.get("/v1/models")
     async def list_models(self) -> dict:
@@ -134,18 +149,32 @@ class Ingress:
         return parse_json_object(bytes(raw))
 
     async def _serve(self, request: Request, endpoint: Endpoint) -> Response:
+        observed = metrics.RequestObservation(endpoint.value)
+        try:
+            response = await self._respond(request, endpoint, observed)
+        except BaseException as err:  # FastAPI answers 500; a cancelled request lost its client
+            observed.finish(CLIENT_CLOSED if isinstance(err, asyncio.CancelledError) else 500)
+            raise
+        if not isinstance(response, StreamingResponse):  # a stream is finished by _relay_sse
+            observed.finish(response.status_code)
+        return response
+
+    async def _respond(self, request: Request, endpoint: Endpoint, observed: metrics.RequestObservation) -> Response:
         try:
             body = await self._read_body(request)
             adapter = self._resolve(requested_model(body))
+            observed.resolved(adapter.name if adapter else None)
             check_request(body, endpoint, max_model_len=self.config.engine.max_model_len)
-            return await self._call_engine(endpoint, body, adapter)
+            return await self._call_engine(endpoint, body, adapter, observed)
         except _TooLarge as err:
             message = f"The request body is larger than the limit of {err.limit} bytes."
             return Response(error_body(message, err_type="invalid_request_error", code="request_too_large"), 413, media_type="application/json")
         except LorafleetError as err:
             return _error_response(to_http_error(err))
 
-    async def _call_engine(self, endpoint: Endpoint, body: dict, adapter: AdapterSpec | None) -> Response:
+    async def _call_engine(
+        self, endpoint: Endpoint, body: dict, adapter: AdapterSpec | None, observed: metrics.RequestObservation
+    ) -> Response:
         handle = self.engine.options(stream=True, multiplexed_model_id=adapter.name if adapter else "")
         stream = handle.generate.remote(endpoint, body, adapter)
         try:
@@ -157,7 +186,7 @@ class Ingress:
             raise EngineDead(f"engine replica answered with an unexpected {type(head).__name__}")
         headers = {REPLICA_HEADER: head.replica_id}
         if head.streaming:
-            return StreamingResponse(_relay_sse(stream), media_type="text/event-stream", headers=headers)
+            return StreamingResponse(_relay_sse(stream, observed), media_type="text/event-stream", headers=headers)
         try:
             chunks = [chunk async for chunk in stream]
         except Exception as err:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 from ray.serve.request_router import FIFOMixin, PendingRequest, ReplicaID, RequestRouter, RunningReplica
@@ -24,6 +25,7 @@ from cluster.routing.registry import make_policy
 from cluster.routing.settings import RoutingSettings
 from cluster.routing.view import ClusterView
 from cluster.stats import ReplicaStats
+from deployments import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -37,20 +39,26 @@ class AdapterAwareRouter(FIFOMixin, RequestRouter):
         self._rng = random.Random()
         self._view = ClusterView()
         self._view_key: tuple = ()
+        self._decisions = metrics.DecisionRecorder(self._policy.name)
         logger.info("lorafleet router: policy %s", policy)
 
     def _current_view(self, replicas: list[RunningReplica]) -> ClusterView:
         """The policy's view of the replicas; rebuilt only when a replica's stats changed."""
         key = tuple((r.replica_id.unique_id, r.routing_stats.get("ts")) for r in replicas)
         if key != self._view_key:
-            stats, no_stats = [], []
+            stats, no_stats, placement = [], [], {}
             for replica in replicas:
                 rid = replica.replica_id.unique_id
                 if replica.routing_stats:
-                    stats.append(ReplicaStats.from_dict({**replica.routing_stats, "replica_id": rid}))
+                    replica_stats = ReplicaStats.from_dict({**replica.routing_stats, "replica_id": rid})
+                    stats.append(replica_stats)
+                    # The placement controller's plan reaches routers through the replicas
+                    # that were told to hold each adapter: no extra channel, same staleness.
+                    for adapter in replica_stats.desired:
+                        placement.setdefault(adapter, []).append(rid)
                 else:
                     no_stats.append(rid)
-            self._view = ClusterView(stats, no_stats=no_stats)
+            self._view = ClusterView(stats, no_stats=no_stats, placement=placement)
             self._view_key = key
         return self._view
 
@@ -59,11 +67,15 @@ class AdapterAwareRouter(FIFOMixin, RequestRouter):
     ) -> list[list[RunningReplica]]:
         if not candidate_replicas:
             return []
+        started = time.perf_counter()
         adapter = pending_request.metadata.multiplexed_model_id if pending_request is not None else ""
         view = self._current_view(candidate_replicas)
         ranked = self._policy.rank(adapter or None, view, self._inflight, self._rng)
         by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
-        return [[by_id[rid]] for rid in ranked if rid in by_id]
+        chosen = [[by_id[rid]] for rid in ranked if rid in by_id]
+        tier = view.residency(adapter or None, chosen[0][0].replica_id.unique_id).value if chosen else metrics.NO_REPLICA
+        self._decisions.record(tier, time.perf_counter() - started)
+        return chosen
 
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result) -> None:
         self._inflight.on_assign(replica_id.unique_id)

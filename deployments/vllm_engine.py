@@ -17,10 +17,11 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
-from adapters.errors import AdapterLoadError, EngineDead
+from adapters.errors import AdapterInvalid, AdapterLoadError, AdapterNotFound, EngineDead
 from adapters.validation import AdapterSpec
 from cluster.residency import ResidencyTracker
 from cluster.stats import ReplicaStats
+from deployments import metrics
 from deployments.config import LorafleetConfig
 from deployments.protocol import Endpoint, ResponseHead, error_body
 
@@ -78,8 +79,9 @@ def engine_environment(config: LorafleetConfig) -> dict[str, str]:
 class _StatsSink:
     """Receives vLLM's per-step scheduler stats (through a StatLogger) for the replica."""
 
-    def __init__(self, residency: ResidencyTracker):
+    def __init__(self, residency: ResidencyTracker, replica_id: str = ""):
         self.residency = residency
+        self.replica_id = replica_id
         self.running = 0
         self.waiting = 0
         self.kv_cache_usage = 0.0
@@ -106,6 +108,8 @@ def _stat_logger_factory(sink: _StatsSink):
         def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0):
             if scheduler_stats is not None:
                 sink.record_step(scheduler_stats)
+            if iteration_stats is not None and iteration_stats.finished_requests:
+                metrics.observe_finished_requests(sink.replica_id, iteration_stats.finished_requests)
 
         def log_engine_initialized(self):
             pass
@@ -120,14 +124,15 @@ class VLLMEngine:
         self.config = config
         self.replica_id = replica_id
         self.node_id = node_id
-        self.residency = ResidencyTracker(config.engine.max_loras, config.engine.max_cpu_loras)
-        self._sink = _StatsSink(self.residency)
+        self.residency = metrics.ObservedResidency(config.engine.max_loras, config.engine.max_cpu_loras, replica_id)
+        self._sink = _StatsSink(self.residency, replica_id)
         self._requests = Counter()
         self._loading: set[str] = set()
         self._lora_ids = itertools.count(1)
         self._lora_locks: dict[str, asyncio.Lock] = {}
         self._registered: dict[str, tuple[int, str]] = {}  # name -> (lora_int_id, fingerprint)
         self.engine = None
+        self.desired: tuple[str, ...] = ()
 
     async def start(self) -> None:
         from starlette.datastructures import State
@@ -154,6 +159,9 @@ class VLLMEngine:
             self.engine.shutdown()
 
     def stats(self) -> ReplicaStats:
+        # Scheduler stats arrive only with engine steps: once the engine goes idle the
+        # last step's counts would linger. Unfinished requests are exact at any time.
+        idle = self.engine is not None and self.engine.get_num_unfinished_requests() == 0
         return ReplicaStats(
             replica_id=self.replica_id,
             node_id=self.node_id,
@@ -162,12 +170,13 @@ class VLLMEngine:
             gpu_resident=self.residency.gpu_resident(),
             cpu_resident=self.residency.cpu_resident(),
             loading=tuple(sorted(self._loading)),
-            queue_len=self._sink.waiting,
-            running=self._sink.running,
+            queue_len=0 if idle else self._sink.waiting,
+            running=0 if idle else self._sink.running,
             kv_cache_usage=self._sink.kv_cache_usage,
             per_adapter_requests=dict(self._requests),
             per_adapter_tokens=dict(self._sink.tokens),
             adapter_loads=self.residency.loads,
+            desired=self.desired,
             healthy=self.engine is not None and not self.engine.errored,
             ts=time.time(),
         )
@@ -210,7 +219,30 @@ class VLLMEngine:
             self._models.lora_requests[spec.name] = request
             self._registered[spec.name] = (lora_id, spec.fingerprint)
             self.residency.loaded(spec.name)
-            logger.info("adapter %s loaded in %.3fs", spec.name, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            metrics.observe_adapter_load(self.replica_id, elapsed)
+            logger.info("adapter %s loaded in %.3fs", spec.name, elapsed)
+
+    async def reconcile(self, desired_gpu: list[str], desired_cpu: list[str], resolve) -> list[str]:
+        """Move toward the placement controller's desired set: preload (store -> host
+        memory) every desired adapter not yet held; return the names loaded.
+
+        Eviction is left to the engine's LRU on purpose: a preloaded adapter becomes the
+        most recently used, so the adapters nobody asked for go first, and vLLM has no
+        "unpin", so pinning slots would need a reload to undo. Activation into a LoRA
+        slot happens with the adapter's first request (~0.2 decode steps here)."""
+        self.desired = tuple(desired_gpu) + tuple(desired_cpu)
+        loaded = []
+        for name in self.desired:
+            if name in self.residency.cpu or name in self._loading:
+                continue
+            try:
+                await self.ensure_adapter(resolve(name))
+            except (AdapterNotFound, AdapterInvalid, AdapterLoadError) as err:
+                logger.warning("placement asked for %s, which cannot be loaded: %s", name, err)
+                continue
+            loaded.append(name)
+        return loaded
 
     async def generate(self, endpoint: Endpoint, body: dict, adapter: AdapterSpec | None) -> AsyncIterator[object]:
         """Run one OpenAI request; yield a ResponseHead, then the body (SSE lines or JSON)."""
@@ -230,10 +262,11 @@ class VLLMEngine:
             request = request_cls.model_validate(body)
             self._requests[adapter.name if adapter else ""] += 1
             serving = self._serving[endpoint]
+            usage = metrics.usage_probe()  # vLLM leaves the final token usage on it
             if endpoint is Endpoint.COMPLETIONS:
-                result = await serving.create_completion(request, raw_request=None)
+                result = await serving.create_completion(request, raw_request=usage)
             else:
-                result = await serving.create_chat_completion(request, raw_request=None)
+                result = await serving.create_chat_completion(request, raw_request=usage)
         except EngineDeadError as err:
             raise EngineDead(f"engine on replica {self.replica_id} is dead: {err}") from err
         except (VLLMClientError, ValueError) as err:  # vLLM's request checks, e.g. prompt too long
@@ -246,6 +279,7 @@ class VLLMEngine:
             yield ResponseHead(200, self.replica_id, True)
             async for chunk in result:
                 yield chunk
+            metrics.record_usage(self.replica_id, adapter.name if adapter else None, usage)
             return
         error = getattr(result, "error", None)
         if error is not None:
@@ -254,6 +288,7 @@ class VLLMEngine:
             yield ResponseHead(int(error.code), self.replica_id, False)
             yield error_body(error.message, err_type=error.type, code=_openai_code(int(error.code)), param=error.param)
             return
+        metrics.record_usage(self.replica_id, adapter.name if adapter else None, usage)
         yield ResponseHead(200, self.replica_id, False)
         yield result.model_dump_json()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -90,7 +91,14 @@ def _dashboard(title: str) -> str:
     return json.dumps({"title": title, "panels": [], "schemaVersion": 39})
 
 
+def _without_dashboards(chart: Path) -> None:
+    """The chart ships the repository's dashboards: start these tests from none."""
+    for old in (chart / "dashboards").glob("*.json"):
+        old.unlink()
+
+
 def test_renders_one_configmap_per_dashboard_labelled_for_the_grafana_sidecar(chart_copy):
+    _without_dashboards(chart_copy)
     for name in ("lorafleet-overview.json", "Adapter_Residency.json"):
         (chart_copy / "dashboards" / name).write_text(_dashboard(name))
     rendered = render_chart(chart_dir=chart_copy)
@@ -106,6 +114,7 @@ def test_renders_one_configmap_per_dashboard_labelled_for_the_grafana_sidecar(ch
 
 
 def test_dashboard_label_folder_and_namespace_follow_values(chart_copy):
+    _without_dashboards(chart_copy)
     (chart_copy / "dashboards" / "a.json").write_text(_dashboard("a"))
     values = {"monitoring": {"dashboards": {"label": "grafana_dashboard_lf", "labelValue": "yes", "folder": "", "namespace": "monitoring"}}}
     (cm,) = render_chart(values, chart_dir=chart_copy).of_kind("ConfigMap")
@@ -115,8 +124,7 @@ def test_dashboard_label_folder_and_namespace_follow_values(chart_copy):
 
 
 def test_renders_no_dashboards_when_the_chart_has_none_or_they_are_disabled(chart_copy):
-    for old in (chart_copy / "dashboards").glob("*.json"):
-        old.unlink()
+    _without_dashboards(chart_copy)
     assert render_chart(chart_dir=chart_copy).of_kind("ConfigMap") == []
     (chart_copy / "dashboards" / "a.json").write_text(_dashboard("a"))
     assert render_chart({"monitoring": {"dashboards": {"enabled": False}}}, chart_dir=chart_copy).of_kind("ConfigMap") == []

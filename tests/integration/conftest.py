@@ -62,10 +62,15 @@ class Fleet:
     process: subprocess.Popen
     log_path: Path
     base_model: str
+    metrics_port: int = 0  # Ray's Prometheus endpoint of the fleet's local Ray cluster
 
     @property
     def api(self) -> str:
         return f"{self.base_url}/v1"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def adapters(self) -> list[str]:
         models = httpx.get(f"{self.api}/models", timeout=30).json()["data"]
@@ -84,12 +89,16 @@ def fleet(demo_assets, tmp_path_factory) -> Fleet:
     shutil.copytree(demo_assets / "adapters", work / "adapters")
     _make_invalid_adapters(work / "adapters")
     port = _free_port()
+    metrics_port = _free_port()
+    while metrics_port == port:
+        metrics_port = _free_port()
     config = {
         "model": {"source": str(demo_assets / "base"), "served_name": BASE_NAME},
         "engine": {"max_loras": 2, "max_cpu_loras": 4, "max_lora_rank": 16, "max_model_len": 512, "kv_cache_gib": 1},
         "deployment": {"num_replicas": NUM_REPLICAS, "replica_cpus": 0.5, "health_check_period_s": 2},
         "adapters": {"uri": str(work / "adapters")},
-        "server": {"host": "127.0.0.1", "port": port},
+        "server": {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port},
+        "placement": {"settings": {"period_s": 2}},
     }
     config_path = work / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -100,7 +109,7 @@ def fleet(demo_assets, tmp_path_factory) -> Fleet:
         [sys.executable, "-m", "deployments.cli", "serve", "--config", str(config_path)],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True,
     )
-    fleet = Fleet(f"http://127.0.0.1:{port}", config_path, work, process, log_path, BASE_NAME)
+    fleet = Fleet(f"http://127.0.0.1:{port}", config_path, work, process, log_path, BASE_NAME, metrics_port)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while "is serving" not in log_path.read_text(errors="replace"):
         if process.poll() is not None or time.monotonic() > deadline:

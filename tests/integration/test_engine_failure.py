@@ -67,3 +67,17 @@ def test_dead_engine_replica_is_replaced_and_serving_recovers(fleet):
             break
     assert served_by & replacements, f"the replacement replica never served: {served_by}"
     assert all(_complete(fleet).status_code == 200 for _ in range(6))
+
+    # The placement controller re-places: the dead replica leaves the plan and the
+    # replacement gets a share of adapters within a few planning periods.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for adapter in ["poet", "haiku", "translator", "pirate"]:
+            _complete(fleet, adapter)
+        planned = httpx.get(f"{fleet.base_url}/fleet/placement", timeout=30).json()["replicas"]
+        share = {rid: p["gpu"] + p["cpu"] for rid, p in planned.items()}
+        if not (set(share) - live) and any(share.get(rid) for rid in replacements):
+            break
+        time.sleep(1)
+    assert not (set(share) - live), f"the plan still names dead replicas: {set(share) - live}"
+    assert any(share.get(rid) for rid in replacements), f"the replacement got no adapters: {share}"

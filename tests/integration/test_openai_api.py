@@ -87,3 +87,29 @@ def test_health(fleet):
     import httpx
 
     assert httpx.get(f"{fleet.base_url}/health").json() == {"status": "ok"}
+
+
+def test_a_client_that_leaves_mid_stream_frees_the_engine(fleet):
+    """An abandoned stream is cancelled on the replica, not generated to the end:
+    the replicas' decode-token counters for the adapter grow by far less than the
+    400 tokens the request asked for, and every replica goes idle."""
+    import time
+
+    import httpx
+
+    def poet_tokens():
+        replicas = httpx.get(f"{fleet.base_url}/fleet/replicas", timeout=30).json()["replicas"]
+        return sum(r["per_adapter_tokens"].get("pirate", 0) for r in replicas), replicas
+
+    time.sleep(2.5)
+    before, _ = poet_tokens()
+    body = {"model": "pirate", "prompt": "a long story", "max_tokens": 400, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{fleet.base_url}/v1/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        for _ in range(3):
+            next(lines)
+    time.sleep(5)  # several stats periods; an uncancelled request would finish meanwhile
+    after, replicas = poet_tokens()
+    assert after - before < 200, f"the abandoned request kept generating: {after - before} tokens"
+    assert all(r["running"] == 0 and r["queue_len"] == 0 for r in replicas), replicas

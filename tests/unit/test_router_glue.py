@@ -97,3 +97,10 @@ def test_baseline_policies_run_in_the_same_glue(policy):
 def test_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="unknown routing policy"):
         _router("fastest")
+
+
+def test_a_cold_adapter_goes_to_the_replica_the_placement_controller_chose():
+    """The plan reaches the router through the replicas' `desired` sets."""
+    replicas = [_replica("a"), _replica("b", desired=("poet",)), _replica("c")]
+    for _ in range(5):
+        assert _choose(_router(), replicas, "poet")[0][0].replica_id.unique_id == "b"

@@ -1,0 +1,20 @@
+"""Open the adapter store a config names, checked against its base model and engine limits.
+
+One function so the ingress (which validates requests against the store) and the
+engine replicas (which preload what the placement controller assigns them) judge
+adapters by exactly the same rules."""
+
+from __future__ import annotations
+
+from adapters.store import LocalAdapterStore, open_store
+from adapters.validation import base_model_info
+from deployments.config import LorafleetConfig
+
+
+def open_adapter_store(config: LorafleetConfig) -> LocalAdapterStore:
+    return open_store(
+        config.adapters.uri,
+        base=base_model_info(config.model.source, config.model.served_name, config.model.aliases),
+        max_lora_rank=config.engine.max_lora_rank,
+        allowed_target_modules=config.engine.lora_target_modules,
+    )
