@@ -112,7 +112,7 @@ def main() -> None:
 
     adapter_set = AdapterSet(count=48, rank=8, target_modules=("q_proj", "v_proj"))
     base, adapter_dir = build_assets(adapter_set)
-    plan = type("Plan", (), {"fleet": {"deployment": {"num_replicas": 1, "replica_cpus": 1.0},
+    plan = type("Plan", (), {"fleet": {"deployment": {"num_replicas": 1, "replica_cpus": 1.0, "max_ongoing_requests": args.requests},
                                        "engine": {"max_loras": 2, "max_cpu_loras": 4, "max_num_seqs": 256}}})()
     requests = make_requests(args.requests, ADAPTERS)
     offline, served = [], []
