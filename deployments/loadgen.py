@@ -171,9 +171,8 @@ async def measure(base_url: str, base_model: str, workload: WorkloadSpec, load: 
 
 def summarize(results: list[RequestResult]) -> LoadReport:
     """Throughput over the phase's span (first start to last finish) and latency percentiles."""
-    window = results
-    ok = [r for r in window if r.ok]
-    span = max((r.started_s + r.e2e_s for r in window), default=0.0) - min((r.started_s for r in window), default=0.0)
+    ok = [r for r in results if r.ok]
+    span = max((r.started_s + r.e2e_s for r in results), default=0.0) - min((r.started_s for r in results), default=0.0)
     tokens = sum(r.output_tokens for r in ok)
     ttfts = [r.ttft_s * 1000 for r in ok if r.ttft_s is not None]
     e2es = [r.e2e_s * 1000 for r in ok]
@@ -182,8 +181,8 @@ def summarize(results: list[RequestResult]) -> LoadReport:
         if r.replica:
             used[r.replica] = used.get(r.replica, 0) + 1
     return LoadReport(
-        requests=len(window),
-        errors=len(window) - len(ok),
+        requests=len(results),
+        errors=len(results) - len(ok),
         duration_s=round(span, 3),
         output_tokens=tokens,
         output_tok_per_s=round(tokens / span, 2) if span > 0 else 0.0,

@@ -77,7 +77,7 @@ def test_adapters_change_the_output(client, fleet):
 def test_every_response_names_the_replica_that_served_it(client, fleet):
     raw = client.completions.with_raw_response.create(model="poet", prompt="x", max_tokens=2)
     assert raw.headers.get("x-lorafleet-replica")
-    raw = client.with_options().chat.completions.with_raw_response.create(
+    raw = client.chat.completions.with_raw_response.create(
         model="poet", messages=[{"role": "user", "content": "x"}], max_tokens=2, stream=True
     )
     assert raw.headers.get("x-lorafleet-replica")
