@@ -59,7 +59,8 @@ class Candidate:
     (just started, or its first report is late). `free_slot` says whether the
     replica could take one more adapter into a GPU slot without evicting one (it
     counts adapters being loaded as taking a slot). `desired` says whether the
-    placement controller wants this replica to hold the request's adapter.
+    placement controller wants this replica to hold the request's adapter. `adapter`
+    is the request's adapter (None for the base model), for scorers that key on it.
     """
 
     replica_id: str
@@ -68,6 +69,7 @@ class Candidate:
     residency: Residency
     free_slot: bool = False
     desired: bool = False
+    adapter: str | None = None
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ O(n) in the number of candidates.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -141,6 +142,53 @@ class PlacementScorer:
 
     def score(self, candidates: Sequence[Candidate]) -> list[float]:
         return [1.0 if c.desired else 0.0 for c in candidates]
+
+
+class HomeScorer:
+    """Decide where an adapter that no candidate holds gets loaded: its stable home.
+
+    When no candidate has the adapter in any tier (GPU, CPU or loading), the
+    candidate that ranks first by rendezvous hash of (adapter, replica id) gets 1.0
+    and the rest 0.0. When some candidate holds it, every candidate gets 0.0 and
+    residency decides as usual.
+
+    Why: most adapters in a long tail are held nowhere, so residency ties and load
+    alone decides, which sends a cold adapter to a different replica each time and
+    makes every replica's cache churn through the whole tail (measured live: ~700
+    store reads per 1,000 requests on 3 replicas). A home per adapter splits the tail
+    into disjoint shares, so a tail adapter's next request finds it in its home's
+    host cache. Rendezvous hashing keeps homes stable when replicas come and go (only
+    the adapters homed on a departed replica move), needs no shared state, and every
+    router computes the same home (crc32, not Python's per-process salted `hash`).
+    With the default weight (0.25) about three requests of extra load on the home
+    outweigh it, and the placement hint (0.5) overrides it. Base-model requests get
+    0.0 everywhere (neutral).
+    """
+
+    name = "home"
+
+    def score(self, candidates: Sequence[Candidate]) -> list[float]:
+        if not candidates:
+            return []
+        adapter = candidates[0].adapter
+        if not adapter or any(c.residency in _HOLDING for c in candidates):
+            return [0.0] * len(candidates)
+        seed = zlib.crc32(adapter.encode()) << 32
+        ranks = [_mix64(seed | zlib.crc32(c.replica_id.encode())) for c in candidates]
+        best = max(ranks)
+        return [1.0 if r == best else 0.0 for r in ranks]
+
+
+_HOLDING = frozenset({Residency.GPU, Residency.CPU, Residency.LOADING})
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finaliser: crc32 alone is linear, so ranking replicas by a bare
+    crc32 pair skews homes toward some replicas; this scrambles all 64 bits."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
 
 
 class LlmdLoraAffinityScorer:

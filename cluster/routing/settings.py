@@ -24,6 +24,11 @@ class RoutingSettings:
       weight_placement  -- the placement controller's hint. Default 0.5: enough to
                            send a cold adapter to the replica about to hold it, not
                            enough to beat a replica that already holds it.
+      weight_home       -- a cold adapter's stable home (HomeScorer, rendezvous
+                           hash). Default 0.25: splits the unheld tail into disjoint
+                           per-replica shares instead of churning every cache;
+                           ~3 requests of extra load on the home, a free slot
+                           elsewhere (tier gap 0.3) or the placement hint beat it.
 
     Residency tier scores (see ResidencyScorer for why each):
       tier_gpu 1.0, tier_cpu 0.7, tier_loading 0.65, tier_free_slot 0.6,
@@ -65,6 +70,7 @@ class RoutingSettings:
     weight_load: float = field(default=1.0, metadata={"description": 'Weight of the load score (in-flight relative to the least-loaded candidate).'})
     weight_kv: float = field(default=0.5, metadata={"description": 'Weight of the KV-cache headroom score.'})
     weight_placement: float = field(default=0.5, metadata={"description": "Weight of the placement controller's hint."})
+    weight_home: float = field(default=0.25, metadata={"description": "Weight of the adapter's stable home replica (rendezvous hash), which splits the cold tail across replicas."})
 
     tier_gpu: float = field(default=1.0, metadata={"description": 'Residency score when the adapter is in a GPU slot.'})
     tier_cpu: float = field(default=0.7, metadata={"description": 'Residency score when the adapter is in the CPU cache.'})
@@ -84,7 +90,7 @@ class RoutingSettings:
     holders_cap: int = field(default=8, metadata={"description": 'At most this many sampled candidates are replicas holding the adapter (< sample_k).'})
 
     def __post_init__(self) -> None:
-        for name in ("weight_residency", "weight_load", "weight_kv", "weight_placement"):
+        for name in ("weight_residency", "weight_load", "weight_kv", "weight_placement", "weight_home"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in (

@@ -188,6 +188,7 @@ class ClusterView:
                     residency=self._residency(adapter, rid, tiers),
                     free_slot=free_slot(rid, False),
                     desired=rid in desired,
+                    adapter=adapter,
                 )
             )
         return out

@@ -15,12 +15,14 @@ from cluster.routing import (
     KVCacheScorer,
     LlmdLoraAffinityScorer,
     LlmdQueueScorer,
+    HomeScorer,
     LoadScorer,
     MaxScorePicker,
     PlacementScorer,
     Residency,
     ResidencyScorer,
     RoutingSettings,
+    make_policy,
     replica_load,
 )
 from cluster.routing.candidates import Candidate
@@ -214,6 +216,59 @@ def test_placement_scorer(placement, adapter, expected):
     view = ClusterView([ReplicaStats("r0"), ReplicaStats("r1")], placement=placement)
     cands = view.candidates(["r0", "r1"], adapter, InflightTracker())
     assert PlacementScorer().score(cands) == expected
+
+
+def _home_of(adapter: str, replicas: list[str]) -> str:
+    view = ClusterView([ReplicaStats(r, gpu_slots=2) for r in replicas])
+    scores = HomeScorer().score(view.candidates(replicas, adapter, InflightTracker()))
+    assert sorted(scores) == [0.0] * (len(replicas) - 1) + [1.0]  # exactly one home
+    return replicas[scores.index(1.0)]
+
+
+def test_home_is_stable_and_independent_of_candidate_order():
+    replicas = [f"r{i}" for i in range(8)]
+    for adapter in ("a", "b", "tail-17"):
+        assert _home_of(adapter, replicas) == _home_of(adapter, list(reversed(replicas)))
+
+
+def test_homes_split_a_tail_across_replicas():
+    replicas = ["r0", "r1", "r2"]
+    homes = [_home_of(f"adapter-{i}", replicas) for i in range(300)]
+    assert {r: homes.count(r) for r in replicas} == pytest.approx({r: 100 for r in replicas}, abs=30)
+
+
+def test_only_a_departed_replicas_adapters_change_home():
+    before = {f"a{i}": _home_of(f"a{i}", ["r0", "r1", "r2", "r3"]) for i in range(200)}
+    after = {a: _home_of(a, ["r0", "r1", "r2"]) for a in before}
+    moved = {a for a in before if before[a] != after[a]}
+    assert moved == {a for a, home in before.items() if home == "r3"}
+
+
+@pytest.mark.parametrize(
+    ("stats", "adapter"),
+    [
+        pytest.param(ReplicaStats("r1", gpu_slots=2, gpu_resident=("a",)), "a", id="held-in-gpu"),
+        pytest.param(ReplicaStats("r1", gpu_slots=2, cpu_resident=("a",)), "a", id="held-in-cpu"),
+        pytest.param(ReplicaStats("r1", gpu_slots=2, loading=("a",)), "a", id="loading"),
+        pytest.param(ReplicaStats("r1", gpu_slots=2), None, id="base-model"),
+    ],
+)
+def test_home_is_neutral_when_someone_holds_the_adapter(stats, adapter):
+    view = ClusterView([ReplicaStats("r0", gpu_slots=2), stats, ReplicaStats("r2", gpu_slots=2)])
+    cands = view.candidates(["r0", "r1", "r2"], adapter, InflightTracker())
+    assert HomeScorer().score(cands) == [0.0, 0.0, 0.0]
+
+
+def test_cold_adapter_goes_home_unless_home_is_busier():
+    replicas = ["r0", "r1", "r2"]
+    full = [ReplicaStats(r, gpu_slots=2, gpu_resident=("x", "y")) for r in replicas]
+    home = _home_of("cold", replicas)
+    policy = make_policy()
+    assert policy.rank("cold", ClusterView(full), InflightTracker(), Random(0))[0] == home
+    busy = InflightTracker()
+    for _ in range(4):
+        busy.on_assign(home)
+    assert policy.rank("cold", ClusterView(full), busy, Random(0))[0] != home
 
 
 @pytest.mark.parametrize(
