@@ -96,8 +96,9 @@ class AdapterStoreConfig(_Strict):
     uri: str = Field(description="Where adapters live: a local directory (one sub-folder per adapter). Relative paths resolve against the config file.")
     fetch_latency_ms: int = Field(
         default=0, ge=0, le=60_000,
-        description="Emulated store fetch time added to every cold adapter load into a replica's host memory. "
-        "0 in production; benchmarks set it to reproduce a remote store's (or a GPU's) load-to-decode cost ratio.",
+        description="Emulated extra time of every adapter read from the store, spent inside the engine's load path "
+        "(so it stalls the engine's batch, as a real slow read does). 0 in production; benchmarks set it to "
+        "reproduce a GPU's load-to-decode-step cost ratio on a CPU engine.",
     )
 
 

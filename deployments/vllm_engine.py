@@ -24,6 +24,7 @@ from cluster.stats import ReplicaStats
 from deployments import metrics
 from deployments.config import LorafleetConfig
 from deployments.protocol import Endpoint, ResponseHead, error_body
+from deployments.vllm_patches import EMULATED_READ_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ def engine_environment(config: LorafleetConfig) -> dict[str, str]:
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1" if os.path.isdir(config.model.source) else os.environ.get("HF_HUB_OFFLINE", "0"),
     }
+    if config.adapters.fetch_latency_ms:
+        env[EMULATED_READ_ENV] = str(config.adapters.fetch_latency_ms)
     if config.deployment.engine_threads:
         env["OMP_NUM_THREADS"] = str(config.deployment.engine_threads)
     return env
@@ -186,9 +189,9 @@ class VLLMEngine:
 
         The first use of a version registers it with vLLM under a fresh id (a changed
         fingerprint means new weights under the same name). An adapter the residency
-        mirror says was evicted from the CPU cache is read from the store again, so
-        the store's fetch cost (`adapters.fetch_latency_ms`, when emulated) applies to
-        every cold load, as it would with a remote store."""
+        mirror says was evicted from the CPU cache is read from the store again (and
+        pays `adapters.fetch_latency_ms` inside the engine when that is emulated, see
+        `vllm_patches`)."""
         current = self._registered.get(spec.name)
         if current and current[1] == spec.fingerprint and spec.name in self.residency.cpu:
             return
@@ -205,8 +208,6 @@ class VLLMEngine:
             self._loading.add(spec.name)
             started = time.perf_counter()
             try:
-                if self.config.adapters.fetch_latency_ms:
-                    await asyncio.sleep(self.config.adapters.fetch_latency_ms / 1000)
                 await self.engine.add_lora(request)
             except Exception as err:  # vLLM raises plain exceptions for bad files
                 if self.engine.errored:

