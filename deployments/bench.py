@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import contextlib
 import dataclasses
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -53,14 +55,38 @@ class AdapterSet:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One contender in a plan: a routing policy plus fleet overrides of its own.
+
+    In a plan's `policies:` list, a bare name is a variant labelled by its policy;
+    `{label: L, policy: P, fleet: {...}}` compares configurations beyond the policy
+    (e.g. the placement controller on and off) in the same alternating rounds."""
+
+    label: str
+    policy: str
+    fleet: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, entry: str | dict) -> "Variant":
+        if isinstance(entry, str):
+            return cls(entry, entry)
+        return cls(entry["label"], entry.get("policy", "adapter_affinity"), dict(entry.get("fleet", {})))
+
+
+@dataclass(frozen=True)
 class BenchPlan:
     name: str
     fleet: dict
     adapters: AdapterSet
     workload: WorkloadSpec
     load: LoadSpec
-    policies: tuple[str, ...]
+    variants: tuple[Variant, ...]
     rounds: int = 3
+
+    @property
+    def policies(self) -> tuple[str, ...]:
+        """The variants' labels, in plan order."""
+        return tuple(v.label for v in self.variants)
 
     @classmethod
     def from_file(cls, path: str | Path) -> "BenchPlan":
@@ -74,7 +100,7 @@ class BenchPlan:
             adapters=AdapterSet(**adapters),
             workload=WorkloadSpec.from_dict(data["workload"]),
             load=LoadSpec(**data.get("load", {})),
-            policies=tuple(data["policies"]),
+            variants=tuple(Variant.parse(entry) for entry in data["policies"]),
             rounds=int(data.get("rounds", 3)),
         )
 
@@ -108,13 +134,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def fleet_config(plan: BenchPlan, policy: str, base: Path, adapters: Path, port: int) -> dict:
+def fleet_config(plan: BenchPlan, variant: Variant | str, base: Path, adapters: Path, port: int) -> dict:
+    if isinstance(variant, str):
+        variant = Variant.parse(variant)
     default = load_config(REPO / "configs" / "default.yaml").model_dump(mode="json")
-    config = _deep_merge(default, plan.fleet)
+    config = _deep_merge(_deep_merge(default, plan.fleet), variant.fleet)
     config["model"]["source"] = str(base)
     config["adapters"]["uri"] = str(adapters)
     config["server"].update(host="127.0.0.1", port=port)
-    config.setdefault("routing", {})["policy"] = policy
+    config.setdefault("routing", {})["policy"] = variant.policy
     return config
 
 
@@ -208,10 +236,30 @@ def update_readme(readme: Path, name: str, table: str) -> None:
     readme.write_text(text)
 
 
+@contextlib.contextmanager
+def _exclusive(lock_file: Path | None):
+    """Hold an exclusive flock on `lock_file` (None: no-op). Taken per run, so other
+    heavy jobs sharing the lock interleave between runs but never overlap one."""
+    if lock_file is None:
+        yield
+        return
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_plan(plan_file: Path, *, rounds: int | None = None, policies: tuple[str, ...] | None = None,
-             out: Path | None = None, readme: Path | None = REPO / "bench" / "README.md") -> dict:
+             out: Path | None = None, readme: Path | None = REPO / "bench" / "README.md",
+             run_lock: Path | None = None) -> dict:
     plan = BenchPlan.from_file(plan_file)
     policies = policies or plan.policies
+    variants = {v.label: v for v in plan.variants}
+    unknown = [p for p in policies if p not in variants]
+    if unknown:
+        raise ValueError(f"{plan_file}: no policy/variant labelled {unknown}; the plan has {list(variants)}")
     rounds = rounds or plan.rounds
     base, adapter_dir = build_assets(plan.adapters)
     names = plan.adapters.names()
@@ -221,13 +269,14 @@ def run_plan(plan_file: Path, *, rounds: int | None = None, policies: tuple[str,
     for round_no in range(rounds):
         order = policies[round_no % len(policies):] + policies[: round_no % len(policies)]
         for policy in order:
-            config = fleet_config(plan, policy, base, adapter_dir, _free_port())
-            server = Server(config, log_dir / f"{plan.name}-{round_no}-{policy}.log")
-            try:
-                server.wait_ready()
-                report = asyncio.run(measure(server.base_url, config["model"]["served_name"], plan.workload, plan.load, names))
-            finally:
-                server.stop()
+            config = fleet_config(plan, variants[policy], base, adapter_dir, _free_port())
+            with _exclusive(run_lock):
+                server = Server(config, log_dir / f"{plan.name}-{round_no}-{policy}.log")
+                try:
+                    server.wait_ready()
+                    report = asyncio.run(measure(server.base_url, config["model"]["served_name"], plan.workload, plan.load, names))
+                finally:
+                    server.stop()
             runs.append({"round": round_no, "policy": policy, "report": report.to_dict()})
             print(f"round {round_no} {policy}: {report.output_tok_per_s} tok/s, ttft p99 {report.ttft_p99_ms} ms, "
                   f"loads/1k {report.adapter_loads_per_1k_requests}, errors {report.errors}", flush=True)
@@ -238,7 +287,7 @@ def run_plan(plan_file: Path, *, rounds: int | None = None, policies: tuple[str,
         "commit": git_commit(),
         "machine": machine_info(),
         "rounds": rounds,
-        "plan": {"fleet": plan.fleet, "adapters": dataclasses.asdict(plan.adapters), "workload": plan.workload.to_dict(),
+        "plan": {"fleet": plan.fleet, "variants": [dataclasses.asdict(v) for v in plan.variants], "adapters": dataclasses.asdict(plan.adapters), "workload": plan.workload.to_dict(),
                  "load": dataclasses.asdict(plan.load)},
         "runs": runs,
         "summary": summarize_runs(runs, policies),

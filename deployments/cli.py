@@ -177,7 +177,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(drive_running_server(plan, args.url, args.base_model), indent=2))
         return 0
     policies = tuple(args.policies.split(",")) if args.policies else None
-    result = run_plan(plan, rounds=args.rounds, policies=policies, out=Path(args.out) if args.out else None)
+    result = run_plan(plan, rounds=args.rounds, policies=policies, out=Path(args.out) if args.out else None,
+                      run_lock=Path(args.lock_each_run) if args.lock_each_run else None)
     print(json.dumps(result["summary"], indent=2))
     return 0
 
@@ -200,10 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_p = sub.add_parser("bench", help="benchmark routing policies (fresh server per policy and round), or drive --url")
     bench_p.add_argument("plan", help="benchmark plan YAML (see bench/workloads/)")
     bench_p.add_argument("--rounds", type=int, help="override the plan's rounds")
-    bench_p.add_argument("--policies", help="comma-separated routing policies, overriding the plan's")
+    bench_p.add_argument("--policies", help="comma-separated policy (or variant) labels, overriding the plan's")
     bench_p.add_argument("--out", help="result JSON (default bench/results/<plan name>.json)")
     bench_p.add_argument("--url", help="drive this running server once instead of starting servers")
     bench_p.add_argument("--base-model", default="lorafleet-tiny-llama", help="base model name (with --url)")
+    bench_p.add_argument("--lock-each-run", metavar="FILE", help="hold an exclusive flock on FILE during each run, so other heavy jobs sharing that lock never overlap a measurement")
     bench_p.set_defaults(func=cmd_bench)
 
     sub.add_parser("sim", help="simulate routing/placement policies at scale: lorafleet sim --workload FILE (see --help)")
