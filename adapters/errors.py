@@ -46,3 +46,11 @@ class Overloaded(LorafleetError):
 
 class EngineDead(LorafleetError):
     """The replica's engine died; Ray Serve's health check replaces the replica."""
+
+
+class AdapterExists(LorafleetError):
+    """The adapter version being published already exists; versions are never overwritten (409)."""
+
+
+class PayloadTooLarge(LorafleetError):
+    """An upload (or what it unpacks to) exceeds a configured limit (413)."""
