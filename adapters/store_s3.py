@@ -107,8 +107,11 @@ class S3Backend:
             kwargs = {"Range": f"bytes=0-{max_bytes}"} if max_bytes is not None else {}
             return self.client.get_object(Bucket=self.bucket, Key=key, **kwargs)["Body"].read()
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            code = err.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
                 raise FileNotFoundError(key) from None
+            if code == "InvalidRange":  # a Range on an empty object: it exists and is empty
+                return b""
             raise
 
     def read_manifest(self, name: str, version: str) -> bytes:

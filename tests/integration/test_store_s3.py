@@ -4,6 +4,7 @@ concurrency, deletion, and a second process's view. No Ray, no engines."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
@@ -58,6 +59,15 @@ def test_publish_then_a_replica_downloads_a_verified_copy(store, s3_bucket, haik
     assert local.startswith(str(tmp_path / "replica-cache"))
     assert sorted(p.name for p in Path(local).iterdir()) == sorted(manifest.files)
     assert [s.name for s in replica.list_valid()] == ["custom"]
+
+
+def test_an_adapter_with_an_empty_file_round_trips(store, haiku, tmp_path):
+    folder = tmp_path / "with-empty"
+    shutil.copytree(haiku, folder)
+    (folder / "README.md").write_bytes(b"")
+    store.publish(folder, "custom")
+    local = Path(store.materialize(store.resolve("custom")))
+    assert (local / "README.md").read_bytes() == b""
 
 
 def test_crash_before_the_manifest_leaves_nothing_visible(store, s3_bucket, haiku, monkeypatch):
