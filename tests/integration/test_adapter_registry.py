@@ -108,20 +108,25 @@ def test_delete_lets_in_flight_requests_finish_and_new_ones_404(fleet, client, d
     _complete(client, name, max_tokens=2)
     chunks: list[str] = []
     started = threading.Event()
+    finished_at: list[float] = []
 
     def stream():
-        for chunk in client.completions.create(model=name, prompt=PROMPT, max_tokens=200, temperature=0,
+        for chunk in client.completions.create(model=name, prompt=PROMPT, max_tokens=400, temperature=0,
                                                stream=True, extra_body={"ignore_eos": True}):
-            chunks.append(chunk.choices[0].text if chunk.choices else "")
+            if chunk.choices:
+                chunks.append(chunk.choices[0].text)
             started.set()
+        finished_at.append(time.monotonic())
 
     reader = threading.Thread(target=stream)
     reader.start()
     assert started.wait(60)
     deleted = httpx.delete(f"{fleet.api}/adapters/{name}", timeout=60)
+    deleted_at = time.monotonic()
     assert deleted.json() == {"deleted": [f"{name}@1"]}
     reader.join(120)
-    assert len(chunks) >= 150, "the in-flight stream was cut off by the delete"
+    assert finished_at and finished_at[0] > deleted_at, "the stream ended before the delete: nothing was in flight"
+    assert len(chunks) >= 390, f"the in-flight stream was cut off by the delete after {len(chunks)} chunks"
     with pytest.raises(openai.NotFoundError) as err:
         _complete(client, name)
     assert name in err.value.body["message"]

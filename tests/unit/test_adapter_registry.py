@@ -198,3 +198,21 @@ def test_concurrent_uploads_of_one_name_get_distinct_versions(store, haiku, demo
 def test_split_model_id():
     assert split_model_id("poet") == ("poet", None)
     assert split_model_id("poet@3") == ("poet", "3")
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        AdapterLoadError("corrupted", retriable=False, param="model"),
+        AdapterExists("taken", param="version"),
+        AdapterNotFound("gone", param="model"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_errors_survive_pickling_with_every_field(err):
+    """An engine replica's error reaches the ingress through Ray's pickling; a lost
+    type would turn a clear message into a generic 500."""
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(err))
+    assert type(copy) is type(err) and copy.__dict__ == err.__dict__ and str(copy) == str(err)
