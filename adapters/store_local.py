@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from adapters.validation import ADAPTER_CONFIG, ADAPTER_NAME_PATTERN
 
 FILES_DIR = "files"
 STAGING_DIR = ".staging"
+STALE_STAGING_S = 3600  # no upload takes an hour to stage; older leftovers are from crashes
 
 
 class LocalBackend:
@@ -63,6 +65,7 @@ class LocalBackend:
             return f.read(max_bytes + 1)
 
     def commit(self, name: str, version: str, folder: Path, files: dict[str, dict], manifest: bytes) -> None:
+        self._sweep_staging()
         staging = self.root / STAGING_DIR / uuid.uuid4().hex
         staging.mkdir(parents=True)
         try:
@@ -81,6 +84,16 @@ class LocalBackend:
                 raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _sweep_staging(self) -> None:
+        """Remove what crashed uploads left in the staging area (never visible; only space)."""
+        cutoff = time.time() - STALE_STAGING_S
+        try:
+            leftovers = [p for p in (self.root / STAGING_DIR).iterdir() if p.stat().st_mtime < cutoff]
+        except OSError:
+            return
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
 
     def _write_manifest(self, staging: Path, manifest: bytes) -> None:
         path = staging / MANIFEST_NAME

@@ -4,8 +4,11 @@ versions, integrity checks when a replica loads, and version resolution."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
 import threading
+import time
 
 import pytest
 
@@ -72,16 +75,26 @@ def test_an_existing_version_is_never_overwritten(store, haiku, demo_assets):
     assert store.publish(haiku, "custom").version == "6"
 
 
-def test_crash_between_weights_and_manifest_leaves_nothing_visible(store, haiku, monkeypatch):
-    def crash(self, staging, manifest):
-        raise KeyboardInterrupt("power cut after the weights were written")
+def _publish_then_die_before_the_manifest(store, folder):
+    """Child process: the power goes out right after the weights are on disk."""
+    LocalBackend._write_manifest = lambda self, staging, manifest: os._exit(17)
+    store.publish(folder, "custom")
 
-    monkeypatch.setattr(LocalBackend, "_write_manifest", crash)
-    with pytest.raises(KeyboardInterrupt):
-        store.publish(haiku, "custom")
+
+def test_crash_between_weights_and_manifest_leaves_nothing_visible(store, haiku):
+    child = multiprocessing.get_context("fork").Process(target=_publish_then_die_before_the_manifest, args=(store, haiku))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 17
+    staging = store.root / ".staging"
+    leftovers = list(staging.iterdir())
+    assert len(leftovers) == 1 and (leftovers[0] / "files" / "adapter_model.safetensors").exists()  # weights written
     assert store.names() == ["poet"]
     with pytest.raises(AdapterNotFound):
         store.resolve("custom")
+    os.utime(leftovers[0], (time.time() - 7200, time.time() - 7200))  # an hour later
+    assert store.publish(haiku, "custom").version == "1"
+    assert list(staging.iterdir()) == []  # the crash's leftovers are swept
 
 
 def test_a_version_folder_without_manifest_is_invisible(store, haiku):
