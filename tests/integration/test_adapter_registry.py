@@ -107,25 +107,27 @@ def test_delete_lets_in_flight_requests_finish_and_new_ones_404(fleet, client, d
     assert _push(fleet, demo_adapters / "poet", name).status_code == 201
     _complete(client, name, max_tokens=2)
     chunks: list[str] = []
-    started = threading.Event()
-    finished_at: list[float] = []
+    started, resume, finished = threading.Event(), threading.Event(), threading.Event()
 
     def stream():
         for chunk in client.completions.create(model=name, prompt=PROMPT, max_tokens=400, temperature=0,
                                                stream=True, extra_body={"ignore_eos": True}):
             if chunk.choices:
                 chunks.append(chunk.choices[0].text)
-            started.set()
-        finished_at.append(time.monotonic())
+            if not started.is_set():
+                started.set()
+                resume.wait(60)  # hold the response open (unread) until the delete is done
+        finished.set()
 
     reader = threading.Thread(target=stream)
     reader.start()
     assert started.wait(60)
     deleted = httpx.delete(f"{fleet.api}/adapters/{name}", timeout=60)
-    deleted_at = time.monotonic()
     assert deleted.json() == {"deleted": [f"{name}@1"]}
+    assert not finished.is_set()  # the stream is still open: the request is in flight
+    resume.set()
     reader.join(120)
-    assert finished_at and finished_at[0] > deleted_at, "the stream ended before the delete: nothing was in flight"
+    assert finished.is_set()
     assert len(chunks) >= 390, f"the in-flight stream was cut off by the delete after {len(chunks)} chunks"
     with pytest.raises(openai.NotFoundError) as err:
         _complete(client, name)
