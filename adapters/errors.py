@@ -15,6 +15,19 @@ class LorafleetError(Exception):
         self.message = message
         self.param = param
 
+    def __reduce__(self):
+        # Errors cross process boundaries (an engine replica's error reaches the ingress
+        # through Ray's pickling). Pickle's default rebuilds an exception as cls(*args),
+        # which loses keyword-only fields (retriable, retry_after_s) or fails outright;
+        # rebuild from the full state instead, for every subclass.
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
+
+def _rebuild(cls: type, args: tuple) -> "LorafleetError":
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    return err
+
 
 class AdapterNotFound(LorafleetError):
     """No servable model of that name (the base's name and valid adapters are servable)."""
@@ -46,3 +59,11 @@ class Overloaded(LorafleetError):
 
 class EngineDead(LorafleetError):
     """The replica's engine died; Ray Serve's health check replaces the replica."""
+
+
+class AdapterExists(LorafleetError):
+    """The adapter version being published already exists; versions are never overwritten (409)."""
+
+
+class PayloadTooLarge(LorafleetError):
+    """An upload (or what it unpacks to) exceeds a configured limit (413)."""

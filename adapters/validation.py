@@ -57,6 +57,20 @@ class AdapterSpec:
     target_modules: tuple[str, ...]
     base_model: str
     fingerprint: str = field(default="", compare=False)
+    version: str | None = None
+    owner: str | None = None
+    visibility: str = "public"
+    # The version's files as its store manifest lists them: (relpath, sha256, size).
+    # Empty for a legacy flat folder (no manifest), which engines load from `path` as is.
+    files: tuple[tuple[str, str, int], ...] = field(default=(), compare=False)
+
+    @property
+    def served_id(self) -> str:
+        """The id engines, routers and vLLM know this adapter by (`multiplexed_model_id`,
+        vLLM's lora_name, residency): `name@version` for a published version, so two
+        versions are two LoRAs and a new version can never hit a stale engine cache;
+        the bare name for a legacy flat folder (its only version)."""
+        return f"{self.name}@{self.version}" if self.files else self.name
 
 
 def check_adapter_name(name: str) -> str:
@@ -141,9 +155,11 @@ def validate_adapter(
     base: BaseModelInfo,
     max_lora_rank: int,
     allowed_target_modules: tuple[str, ...] = PROJECTION_MODULES,
+    name: str | None = None,
 ) -> AdapterSpec:
-    """Return the adapter's spec, or raise AdapterInvalid naming the first problem."""
-    name = check_adapter_name(folder.name)
+    """Return the adapter's spec, or raise AdapterInvalid naming the first problem.
+    `name` defaults to the folder's name (the flat store layout)."""
+    name = check_adapter_name(folder.name if name is None else name)
     if not folder.is_dir():
         raise AdapterInvalid(f"adapter {name!r} is not a folder")
 

@@ -6,15 +6,20 @@ adapters by exactly the same rules."""
 
 from __future__ import annotations
 
-from adapters.store import LocalAdapterStore, open_store
+from adapters.store import AdapterStore, open_store
 from adapters.validation import base_model_info
 from deployments.config import LorafleetConfig
 
 
-def open_adapter_store(config: LorafleetConfig) -> LocalAdapterStore:
+def open_adapter_store(config: LorafleetConfig) -> AdapterStore:
+    a = config.adapters
     return open_store(
-        config.adapters.uri,
+        a.uri,
         base=base_model_info(config.model.source, config.model.served_name, config.model.aliases),
         max_lora_rank=config.engine.max_lora_rank,
         allowed_target_modules=config.engine.lora_target_modules,
+        cache_dir=a.cache_dir,
+        s3_endpoint_url=a.s3_endpoint_url,
+        s3_region=a.s3_region,
+        refresh_s=a.refresh_s,
     )

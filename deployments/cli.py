@@ -3,6 +3,7 @@
     lorafleet serve --config configs/default.yaml [--host H] [--port P] [--metrics-port M]
     lorafleet demo-assets --out DIR
     lorafleet check-config --config PATH
+    lorafleet adapters list|push|pull|show|rm --url URL   (deployments/adapters_cli.py)
 """
 
 from __future__ import annotations
@@ -209,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench_p.set_defaults(func=cmd_bench)
 
     sub.add_parser("sim", help="simulate routing/placement policies at scale: lorafleet sim --workload FILE (see --help)")
+
+    from deployments.adapters_cli import add_parser as add_adapters_parser
+
+    add_adapters_parser(sub)
 
     check_p = sub.add_parser("check-config", help="validate a config file and print it resolved")
     check_p.add_argument("--config", required=True)

@@ -93,7 +93,32 @@ class DeploymentConfig(_Strict):
 
 
 class AdapterStoreConfig(_Strict):
-    uri: str = Field(description="Where adapters live: a local directory (one sub-folder per adapter). Relative paths resolve against the config file.")
+    uri: str = Field(
+        description="Where adapters live: a local directory, or an S3-compatible bucket `s3://bucket/prefix` "
+        "(credentials from the standard AWS chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY env vars, a profile "
+        "or an instance role; never from this file). Relative paths resolve against the config file."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Endpoint of an S3-compatible store (MinIO, Ceph, moto); None for AWS S3 (or AWS_ENDPOINT_URL)."
+    )
+    s3_region: str | None = Field(default=None, description="Region of the S3 bucket; None lets boto3 decide (AWS_REGION).")
+    refresh_s: float = Field(
+        default=2.0, ge=0, le=300,
+        description="How long an S3 store's listing is cached per process: a newly published (or deleted) adapter "
+        "is seen by every replica within this time. A local directory is re-read on every call.",
+    )
+    cache_dir: str | None = Field(
+        default=None,
+        description="Node-local folder where replicas keep verified copies of published adapter versions (named by "
+        "content sha256); None: <system temp>/lorafleet-adapter-cache.",
+    )
+    max_upload_bytes: PositiveInt = Field(
+        default=256 * 1024 * 1024, description="Largest adapter archive (tar.gz) the admin API accepts, compressed; larger gets 413."
+    )
+    max_unpacked_bytes: PositiveInt = Field(
+        default=1024 * 1024 * 1024, description="Largest total size an uploaded archive may unpack to (tar-bomb guard); larger gets 413."
+    )
+    max_files: PositiveInt = Field(default=64, description="Most files an uploaded adapter archive may hold; more gets 413.")
     fetch_latency_ms: int = Field(
         default=0, ge=0, le=60_000,
         description="Emulated extra time of every adapter read from the store, spent inside the engine's load path "

@@ -33,10 +33,10 @@ class EngineReplica:
         context = serve.get_replica_context()
         replica_id = context.replica_id.unique_id
         node_id = ray.get_runtime_context().get_node_id()
-        self.engine = VLLMEngine(self.config, replica_id, node_id=node_id)
+        self._store = open_adapter_store(self.config)
+        self.engine = VLLMEngine(self.config, replica_id, node_id=node_id, materialize=self._store.materialize)
         await self.engine.start()
         self._controller = controller
-        self._store = open_adapter_store(self.config)
         self._gpus = metrics.GpuMonitor.for_replica(replica_id)  # None without a GPU: no GPU metrics
         self._reporter = asyncio.get_running_loop().create_task(self._report_forever())
         logger.info("engine replica %s ready on node %s", replica_id, node_id)

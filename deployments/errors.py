@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from adapters.errors import (
+    AdapterExists,
     AdapterInvalid,
     AdapterLoadError,
     AdapterNotFound,
@@ -18,6 +19,7 @@ from adapters.errors import (
     InvalidRequest,
     LorafleetError,
     Overloaded,
+    PayloadTooLarge,
 )
 from deployments.protocol import error_body
 
@@ -37,6 +39,10 @@ def to_http_error(err: LorafleetError) -> HttpError:
         status, err_type, code = 404, "invalid_request_error", "model_not_found"
     elif isinstance(err, AdapterInvalid):
         status, err_type, code = 400, "invalid_request_error", "adapter_invalid"
+    elif isinstance(err, AdapterExists):
+        status, err_type, code = 409, "invalid_request_error", "adapter_exists"
+    elif isinstance(err, PayloadTooLarge):
+        status, err_type, code = 413, "invalid_request_error", "request_too_large"
     elif isinstance(err, InvalidRequest):
         status, err_type, code = 400, "invalid_request_error", "invalid_value"
     elif isinstance(err, Overloaded):

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from adapters.errors import EngineDead, LorafleetError
 from adapters.validation import AdapterSpec
 from deployments.adapter_store import open_adapter_store
+from deployments.admin_api import AdminAPI
 from deployments import metrics
 from deployments.config import LorafleetConfig
 from deployments.errors import HttpError, classify_engine_failure, to_http_error
@@ -84,6 +85,7 @@ class Ingress:
         self.controller = controller
         self.base_name = self.config.model.served_name
         self.store = open_adapter_store(self.config)
+        self.admin = AdminAPI(self.store, self.config.adapters)
         self.created = int(time.time())
         for entry in self.store.entries():
             if entry.error:
@@ -103,6 +105,27 @@ class Ingress:
         """The placement controller's current desired placement (replica -> adapters per tier)."""
         return await self.controller.placement.remote()
 
+    # The adapter registry (deployments/admin_api.py holds the logic).
+    @app.post("/v1/adapters")
+    async def create_adapter(self, request: Request) -> Response:
+        return await self.admin.create(request)
+
+    @app.get("/v1/adapters")
+    async def list_adapters(self) -> Response:
+        return await self.admin.list()
+
+    @app.get("/v1/adapters/{model}/archive")
+    async def adapter_archive(self, model: str) -> Response:
+        return await self.admin.archive(model)
+
+    @app.get("/v1/adapters/{model}")
+    async def show_adapter(self, model: str) -> Response:
+        return await self.admin.show(model)
+
+    @app.delete("/v1/adapters/{model}")
+    async def delete_adapter(self, model: str) -> Response:
+        return await self.admin.delete(model)
+
     @app.get("/v1/models")
     async def list_models(self) -> dict:
         cards = [self._card(self.base_name, root=self.config.model.source, parent=None)]
@@ -117,7 +140,7 @@ class Ingress:
             return _error_response(to_http_error(err))
         if adapter is None:
             return JSONResponse(self._card(self.base_name, root=self.config.model.source, parent=None))
-        return JSONResponse(self._card(adapter.name, root=adapter.name, parent=self.base_name))
+        return JSONResponse(self._card(model, root=adapter.name, parent=self.base_name))
 
     @app.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
@@ -163,7 +186,7 @@ class Ingress:
         try:
             body = await self._read_body(request)
             adapter = self._resolve(requested_model(body))
-            observed.resolved(adapter.name if adapter else None)
+            observed.resolved(adapter.served_id if adapter else None)
             check_request(body, endpoint, max_model_len=self.config.engine.max_model_len)
             return await self._call_engine(endpoint, body, adapter, observed)
         except _TooLarge as err:
@@ -175,7 +198,7 @@ class Ingress:
     async def _call_engine(
         self, endpoint: Endpoint, body: dict, adapter: AdapterSpec | None, observed: metrics.RequestObservation
     ) -> Response:
-        handle = self.engine.options(stream=True, multiplexed_model_id=adapter.name if adapter else "")
+        handle = self.engine.options(stream=True, multiplexed_model_id=adapter.served_id if adapter else "")
         stream = handle.generate.remote(endpoint, body, adapter)
         try:
             head = await stream.__anext__()

@@ -123,8 +123,11 @@ def _stat_logger_factory(sink: _StatsSink):
 class VLLMEngine:
     """One engine per replica. `generate` yields a ResponseHead, then body strings."""
 
-    def __init__(self, config: LorafleetConfig, replica_id: str, node_id: str = ""):
+    def __init__(self, config: LorafleetConfig, replica_id: str, node_id: str = "", materialize=None):
         self.config = config
+        # spec -> local folder vLLM can read: the store downloads (S3) or copies a
+        # published version into the node cache and checks every file's sha256 first.
+        self._materialize = materialize or (lambda spec: spec.path)
         self.replica_id = replica_id
         self.node_id = node_id
         self.residency = metrics.ObservedResidency(config.engine.max_loras, config.engine.max_cpu_loras, replica_id)
@@ -133,7 +136,7 @@ class VLLMEngine:
         self._loading: set[str] = set()
         self._lora_ids = itertools.count(1)
         self._lora_locks: dict[str, asyncio.Lock] = {}
-        self._registered: dict[str, tuple[int, str]] = {}  # name -> (lora_int_id, fingerprint)
+        self._registered: dict[str, tuple[int, str]] = {}  # served id -> (lora_int_id, fingerprint)
         self.engine = None
         self.desired: tuple[str, ...] = ()
 
@@ -185,44 +188,53 @@ class VLLMEngine:
         )
 
     async def ensure_adapter(self, spec: AdapterSpec) -> None:
-        """Make sure the adapter's current version is in the engine's host-memory cache.
+        """Make sure the adapter version is in the engine's host-memory cache.
 
-        The first use of a version registers it with vLLM under a fresh id (a changed
-        fingerprint means new weights under the same name). An adapter the residency
-        mirror says was evicted from the CPU cache is read from the store again (and
-        pays `adapters.fetch_latency_ms` inside the engine when that is emulated, see
-        `vllm_patches`)."""
-        current = self._registered.get(spec.name)
-        if current and current[1] == spec.fingerprint and spec.name in self.residency.cpu:
+        Adapters are keyed by `spec.served_id` (`name@version` for a published version),
+        so two versions are two LoRAs to vLLM. The first use of an id registers it under
+        a fresh lora_int_id; a changed fingerprint under the same id (a legacy folder
+        rewritten in place, or a deleted version number published again) registers the
+        new weights under a new id and drops the old one, so stale weights are never
+        served. The files come from `materialize` (verified against the manifest's
+        sha256; a corrupted version raises AdapterLoadError and is never added). An
+        adapter the residency mirror says was evicted from the CPU cache is read again
+        (and pays `adapters.fetch_latency_ms` inside the engine when that is emulated,
+        see `vllm_patches`)."""
+        key = spec.served_id
+        current = self._registered.get(key)
+        if current and current[1] == spec.fingerprint and key in self.residency.cpu:
             return
-        lock = self._lora_locks.setdefault(spec.name, asyncio.Lock())
+        lock = self._lora_locks.setdefault(key, asyncio.Lock())
         async with lock:
-            current = self._registered.get(spec.name)
+            current = self._registered.get(key)
             fresh = current is None or current[1] != spec.fingerprint
-            if not fresh and spec.name in self.residency.cpu:
+            if not fresh and key in self.residency.cpu:
                 return
             from vllm.lora.request import LoRARequest
 
-            lora_id = next(self._lora_ids) if fresh else current[0]
-            request = LoRARequest(lora_name=spec.name, lora_int_id=lora_id, lora_path=spec.path)
-            self._loading.add(spec.name)
+            self._loading.add(key)
             started = time.perf_counter()
             try:
+                path = await asyncio.to_thread(self._materialize, spec)
+                lora_id = next(self._lora_ids) if fresh else current[0]
+                request = LoRARequest(lora_name=key, lora_int_id=lora_id, lora_path=path)
                 await self.engine.add_lora(request)
+            except (AdapterLoadError, AdapterInvalid):
+                raise
             except Exception as err:  # vLLM raises plain exceptions for bad files
                 if self.engine.errored:
-                    raise EngineDead(f"engine died while loading adapter {spec.name!r}") from err
-                raise AdapterLoadError(f"adapter {spec.name!r} failed to load: {err}", retriable=False) from err
+                    raise EngineDead(f"engine died while loading adapter {key!r}") from err
+                raise AdapterLoadError(f"adapter {key!r} failed to load: {err}", retriable=False) from err
             finally:
-                self._loading.discard(spec.name)
+                self._loading.discard(key)
             if fresh and current is not None:
                 await self.engine.remove_lora(current[0])
-            self._models.lora_requests[spec.name] = request
-            self._registered[spec.name] = (lora_id, spec.fingerprint)
-            self.residency.loaded(spec.name)
+            self._models.lora_requests[key] = request
+            self._registered[key] = (lora_id, spec.fingerprint)
+            self.residency.loaded(key)
             elapsed = time.perf_counter() - started
             metrics.observe_adapter_load(self.replica_id, elapsed)
-            logger.info("adapter %s loaded in %.3fs", spec.name, elapsed)
+            logger.info("adapter %s loaded in %.3fs", key, elapsed)
 
     async def reconcile(self, desired_gpu: list[str], desired_cpu: list[str], resolve) -> list[str]:
         """Move toward the placement controller's desired set: preload (store -> host
@@ -256,12 +268,12 @@ class VLLMEngine:
         try:
             if adapter is not None:
                 await self.ensure_adapter(adapter)
-                body = {**body, "model": adapter.name}
+                body = {**body, "model": adapter.served_id}
             else:
                 body = {**body, "model": self.config.model.served_name}
             request_cls = CompletionRequest if endpoint is Endpoint.COMPLETIONS else ChatCompletionRequest
             request = request_cls.model_validate(body)
-            self._requests[adapter.name if adapter else ""] += 1
+            self._requests[adapter.served_id if adapter else ""] += 1
             serving = self._serving[endpoint]
             usage = metrics.usage_probe()  # vLLM leaves the final token usage on it
             if endpoint is Endpoint.COMPLETIONS:
@@ -280,7 +292,7 @@ class VLLMEngine:
             yield ResponseHead(200, self.replica_id, True)
             async for chunk in result:
                 yield chunk
-            metrics.record_usage(self.replica_id, adapter.name if adapter else None, usage)
+            metrics.record_usage(self.replica_id, adapter.served_id if adapter else None, usage)
             return
         error = getattr(result, "error", None)
         if error is not None:
@@ -289,7 +301,7 @@ class VLLMEngine:
             yield ResponseHead(int(error.code), self.replica_id, False)
             yield error_body(error.message, err_type=error.type, code=_openai_code(int(error.code)), param=error.param)
             return
-        metrics.record_usage(self.replica_id, adapter.name if adapter else None, usage)
+        metrics.record_usage(self.replica_id, adapter.served_id if adapter else None, usage)
         yield ResponseHead(200, self.replica_id, False)
         yield result.model_dump_json()
 

@@ -33,3 +33,39 @@ def base_info(demo_assets):
     from adapters.validation import base_model_info
 
     return base_model_info(str(demo_assets / "base"), BASE_NAME)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto's standalone server) on 127.0.0.1, once per
+    session; yields its endpoint URL. Credentials are dummies set in the environment,
+    where boto3 (and every process the tests start) finds them."""
+    from moto.server import ThreadedMotoServer
+
+    dummy = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in dummy}
+    os.environ.update(dummy)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A fresh bucket on the session's S3 server; yields (endpoint, bucket)."""
+    import re
+    import uuid
+
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server)
+    bucket = f"t-{re.sub('[^a-z0-9]', '-', request.node.name.lower())[:40]}-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    return s3_server, bucket

@@ -96,7 +96,7 @@ def fleet(demo_assets, tmp_path_factory) -> Fleet:
         "model": {"source": str(demo_assets / "base"), "served_name": BASE_NAME},
         "engine": {"max_loras": 2, "max_cpu_loras": 4, "max_lora_rank": 16, "max_model_len": 512, "kv_cache_gib": 1},
         "deployment": {"num_replicas": NUM_REPLICAS, "replica_cpus": 0.5, "health_check_period_s": 2},
-        "adapters": {"uri": str(work / "adapters")},
+        "adapters": {"uri": str(work / "adapters"), "cache_dir": str(work / "adapter-cache")},
         "server": {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port},
         "placement": {"settings": {"period_s": 2}},
     }

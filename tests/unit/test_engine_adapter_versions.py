@@ -1,0 +1,82 @@
+"""How a replica registers adapter versions with vLLM (fake engine; the real one is
+exercised in tests/integration/test_adapter_registry.py): each version is its own
+LoRA, new weights under one id never reuse the old registration, and files that fail
+verification never reach the engine."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from adapters.errors import AdapterLoadError
+from adapters.validation import AdapterSpec
+from deployments.config import LorafleetConfig
+from deployments.vllm_engine import VLLMEngine
+
+
+class FakeEngine:
+    errored = False
+
+    def __init__(self):
+        self.added = []
+        self.removed = []
+
+    async def add_lora(self, request):
+        self.added.append((request.lora_name, request.lora_int_id, request.lora_path))
+
+    async def remove_lora(self, lora_id):
+        self.removed.append(lora_id)
+
+
+def _spec(name, version, fingerprint, files=(("adapter_model.safetensors", "0" * 64, 1),)):
+    return AdapterSpec(name=name, path=f"/store/{name}", rank=8, alpha=8.0, target_modules=("q_proj",),
+                       base_model="b", fingerprint=fingerprint, version=version, files=files)
+
+
+@pytest.fixture
+def engine():
+    config = LorafleetConfig.model_validate({"model": {"source": "/m", "served_name": "base"}, "adapters": {"uri": "/a"}})
+    def materialize(spec):
+        if spec.fingerprint == "bad":
+            raise AdapterLoadError(f"adapter `{spec.served_id}` is corrupted in the store", retriable=False)
+        return f"/cache/{spec.fingerprint}" if spec.files else spec.path  # as AdapterStore.materialize
+
+    e = VLLMEngine(config, "r1", materialize=materialize)
+    e.engine = FakeEngine()
+    e._models = SimpleNamespace(lora_requests={})
+    return e
+
+
+async def test_each_version_is_its_own_lora_loaded_from_the_verified_cache(engine):
+    await engine.ensure_adapter(_spec("x", "1", "f1"))
+    await engine.ensure_adapter(_spec("x", "2", "f2"))
+    await engine.ensure_adapter(_spec("x", "1", "f1"))  # still resident: nothing to do
+    names = [(name, path) for name, _, path in engine.engine.added]
+    assert names == [("x@1", "/cache/f1"), ("x@2", "/cache/f2")]
+    assert len({lora_id for _, lora_id, _ in engine.engine.added}) == 2
+    assert set(engine._models.lora_requests) == {"x@1", "x@2"}
+    assert engine.engine.removed == []
+
+
+async def test_new_weights_under_the_same_id_get_a_new_lora_and_drop_the_old(engine):
+    await engine.ensure_adapter(_spec("x", "3", "old"))
+    await engine.ensure_adapter(_spec("x", "3", "new"))  # version 3 deleted and published again
+    (_, old_id, _), (_, new_id, path) = engine.engine.added
+    assert new_id != old_id and path == "/cache/new"
+    assert engine.engine.removed == [old_id]
+
+
+async def test_a_legacy_flat_adapter_keeps_its_bare_name(engine):
+    legacy = AdapterSpec(name="poet", path="/store/poet", rank=8, alpha=8.0, target_modules=("q_proj",),
+                         base_model="b", fingerprint="p", version="1")
+    await engine.ensure_adapter(legacy)
+    assert engine.engine.added == [("poet", 1, "/store/poet")]
+
+
+async def test_a_version_that_fails_verification_never_reaches_the_engine(engine):
+    with pytest.raises(AdapterLoadError, match="corrupted"):
+        await engine.ensure_adapter(_spec("x", "1", "bad"))
+    assert engine.engine.added == []
+    assert engine._loading == set()
+    assert "x@1" not in engine._models.lora_requests
