@@ -33,3 +33,16 @@ def base_info(demo_assets):
     from adapters.validation import base_model_info
 
     return base_model_info(str(demo_assets / "base"), BASE_NAME)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """The demo base's shape with random (untrained) weights: for factory tests that
+    need a real base model in a second, not the pretrained demo."""
+    from adapters.demo import build_base_model, build_tokenizer
+
+    base = tmp_path_factory.mktemp("tiny") / "base"
+    base.mkdir()
+    build_tokenizer(base)
+    build_base_model(base)
+    return base
