@@ -32,7 +32,7 @@ class DemoRecipe:
     pretrain_batch: int = 64
     pretrain_lr: float = 3e-3
     pretrain_seed: int = 1
-    adapter_steps: int = 300
+    adapter_steps: int = 400
     adapter_batch: int = 64
     adapter_lr: float = 2e-3
     workers: int = 2  # parallel adapter trainings; does not change the result
