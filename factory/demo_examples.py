@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from factory.demo_tasks import TASKS, Task, held_out_rows
 
-SHOWCASE_WORD = "lorafleet"
+SHOWCASE_WORD = "fleet"
 MAX_TOKENS = 16
 
 

@@ -21,7 +21,9 @@ for key, value in {
 
 @pytest.fixture(scope="session")
 def demo_assets() -> Path:
-    """The embedded demo model and adapters, built fresh once per session (~5 s)."""
+    """The embedded demo model and adapters (trained by the factory). Cached across sessions
+    by recipe digest (adapters/demo.py): a cold build trains for ~3-4 min on 2 cores,
+    a warm one is a file read."""
     from adapters.demo import build_demo_assets
 
     return build_demo_assets(TEST_ASSETS / "demo")

@@ -50,3 +50,16 @@ def test_the_answer_stops_at_eos(client):
     response = client.completions.create(model=adapter.name, prompt=TASKS[adapter.task].prompt("hello"), max_tokens=MAX_TOKENS, temperature=0)
     assert response.choices[0].finish_reason == "stop"
     assert response.choices[0].text == TASKS[adapter.task].apply("hello")
+
+
+def test_demo_examples_show_one_line_per_adapter_with_its_answer(fleet, capsys):
+    """What `make demo` (serve --demo-examples) and `lorafleet demo-examples` print."""
+    from deployments.cli import main
+    from factory.demo_examples import SHOWCASE_WORD
+
+    assert main(["demo-examples", "--url", fleet.base_url]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert len(lines) == len(DEMO_ADAPTERS)
+    for line, adapter in zip(lines, DEMO_ADAPTERS):
+        assert line.split()[0] == adapter.name
+        assert f"-> {TASKS[adapter.task].apply(SHOWCASE_WORD)!r}" in line
