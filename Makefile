@@ -30,12 +30,12 @@ $(STAMP): pyproject.toml
 
 assets: $(ASSETS)/.complete
 
-$(ASSETS)/.complete: $(STAMP) adapters/demo.py
+$(ASSETS)/.complete: $(STAMP) adapters/demo.py factory/demo.py factory/demo_tasks.py
 	$(BIN)/lorafleet demo-assets --out $(ASSETS)
 	touch $@
 
 demo: assets
-	$(BIN)/lorafleet serve --config $(CONFIG) --host $(HOST) --port $(PORT)
+	$(BIN)/lorafleet serve --config $(CONFIG) --host $(HOST) --port $(PORT) --demo-examples
 
 # Debian's Prometheus + promtool for tests/integration/test_metrics.py (CI runs as root on Debian).
 prometheus:

@@ -1,19 +1,25 @@
 """Build the embedded demo: a tiny Llama-architecture base model and LoRA adapters.
 
-Models cannot be downloaded here, so the project makes its own. Everything is
-derived from fixed seeds and written with sorted keys, so running the builder twice
-gives byte-identical files (tests rely on it to cache assets safely).
+Models cannot be downloaded here, so the project makes its own. The base is a tiny
+Llama pretrained (by the model factory, factory/demo.py) only to copy text; each demo
+adapter is trained by the factory on one character-level skill (factory/demo_tasks.py,
+e.g. `rot13: hello` -> `uryyb`), so what an adapter does is visible in its output.
+Everything is derived from fixed seeds on one CPU thread, so a rebuild gives
+byte-identical weights; the build is cached under the output folder by a digest of
+the recipe (`.recipe-sha256`) and skipped when the digest matches.
 
 Shape choices: hidden 128 with head_dim 64 (vLLM's CPU attention kernels reject
-head_dim 16), 2 layers, a byte-level vocabulary (no training needed, any text
-round-trips). Adapters vary seed, rank (8 and 16) and target modules, so the fleet
-sees the variety real adapters have.
+head_dim 16), 2 layers, a byte-level vocabulary (any text round-trips). Adapters vary
+rank (8 and 16) and target modules, so the fleet sees the variety real adapters have.
+`build_adapter` still makes seeded *random* adapters: benchmarks use those when they
+need hundreds of adapters and no skill.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,26 +39,35 @@ VOCAB_SIZE = 320  # 4 specials + 256 bytes, padded to a multiple of 64
 
 @dataclass(frozen=True)
 class DemoAdapter:
+    """`task` names a skill in factory/demo_tasks.py (trained); None means seeded random weights."""
+
     name: str
     seed: int
     rank: int
     target_modules: tuple[str, ...]
+    task: str | None = None
 
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
 
+# Ten skills, one per adapter (factory/demo_tasks.py), over ranks 8 and 16 and eight
+# target-module sets. Every set includes an MLP projection: the skills map characters
+# to other characters, which attention-only LoRA on this tiny base learns poorly (with
+# 300 steps, caesar on attention + down_proj did not train at all, upper on q/v/down
+# reached 70%). The names predate the skills (tests and configs use them); the prompt tag
+# says what each adapter does.
 DEMO_ADAPTERS: tuple[DemoAdapter, ...] = (
-    DemoAdapter("sql-helper", 1, 8, ("q_proj", "v_proj")),
-    DemoAdapter("poet", 2, 16, ATTENTION),
-    DemoAdapter("pirate", 3, 8, ATTENTION + MLP),
-    DemoAdapter("legal-summary", 4, 16, MLP),
-    DemoAdapter("support-bot", 5, 8, ("q_proj", "k_proj", "v_proj")),
-    DemoAdapter("code-review", 6, 16, ATTENTION + MLP),
-    DemoAdapter("translator", 7, 8, ("o_proj", "down_proj")),
-    DemoAdapter("math-tutor", 8, 16, ("q_proj", "v_proj", "up_proj")),
-    DemoAdapter("haiku", 9, 8, ("v_proj", "gate_proj")),
-    DemoAdapter("medical-notes", 10, 16, ("k_proj", "o_proj", "down_proj")),
+    DemoAdapter("sql-helper", 1, 8, ("v_proj", "up_proj", "down_proj"), task="upper"),
+    DemoAdapter("poet", 2, 16, ("v_proj", "o_proj", "up_proj", "down_proj"), task="caesar"),
+    DemoAdapter("pirate", 3, 8, ATTENTION + MLP, task="mask"),
+    DemoAdapter("legal-summary", 4, 16, MLP, task="atbash"),
+    DemoAdapter("support-bot", 5, 8, ("q_proj", "k_proj", "v_proj", "down_proj"), task="next"),
+    DemoAdapter("code-review", 6, 16, ATTENTION + MLP, task="leet"),
+    DemoAdapter("translator", 7, 8, ("o_proj", "down_proj"), task="rot13"),
+    DemoAdapter("math-tutor", 8, 16, ("q_proj", "v_proj", "up_proj"), task="keypad"),
+    DemoAdapter("haiku", 9, 8, ("v_proj", "gate_proj", "down_proj"), task="shout"),
+    DemoAdapter("medical-notes", 10, 16, ("k_proj", "o_proj", "down_proj"), task="prev"),
 )
 
 
@@ -87,29 +102,9 @@ def build_base_model(out: Path) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=128,
-        intermediate_size=352,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=64,
-        max_position_embeddings=2048,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=3,
-        dtype="float32",
-    )
+    config = LlamaConfig(**_base_config_dict(), dtype="float32")
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    # Default init (std 0.02) gives nearly uniform next-token distributions; a wider
-    # output layer makes the base model's preferences (and adapters' shifts) visible.
-    with torch.no_grad():
-        gen = torch.Generator().manual_seed(1)
-        model.lm_head.weight.normal_(0.0, 0.2, generator=gen)
+    model = LlamaForCausalLM(config)  # random weights; build_demo_assets then pretrains them
     model.save_pretrained(str(out), safe_serialization=True)
     # Drop the generation defaults transformers writes: vLLM would apply them to
     # every request and they are not part of the model's contract here.
@@ -153,20 +148,52 @@ def build_adapter(base_dir: Path, spec: DemoAdapter, out: Path) -> None:
     (out / "README.md").unlink(missing_ok=True)  # peft's model-card template; not part of the artifact
 
 
-def build_demo_assets(out: str | Path, *, adapters: tuple[DemoAdapter, ...] = DEMO_ADAPTERS) -> Path:
-    """Write `out/base/` and `out/adapters/<name>/`; return `out`. Idempotent and deterministic."""
+RECIPE_FILE = ".recipe-sha256"
+
+
+def _base_config_dict() -> dict:
+    return dict(
+        vocab_size=VOCAB_SIZE, hidden_size=128, intermediate_size=352, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=2048,
+        rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=3,
+    )
+
+
+def build_demo_assets(out: str | Path, *, adapters: tuple[DemoAdapter, ...] = DEMO_ADAPTERS, recipe=None, log=print) -> Path:
+    """Write `out/base/`, `out/adapters/<name>/` and `out/datasets/<name>.jsonl`; return `out`.
+
+    Skipped when `out/.recipe-sha256` matches this recipe (a cold build trains for a few
+    minutes). The digest file is written last, so an interrupted build is redone."""
     import torch
 
-    torch.use_deterministic_algorithms(True)
+    from factory.demo import DEFAULT_RECIPE, pretrain_base, recipe_digest, train_demo_adapters
+
+    recipe = recipe or DEFAULT_RECIPE
     out = Path(out)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "base").mkdir(parents=True)
-    build_tokenizer(tmp / "base")
-    build_base_model(tmp / "base")
-    for adapter in adapters:
-        build_adapter(tmp / "base", adapter, tmp / "adapters" / adapter.name)
-    # Publish atomically: a half-built asset folder is never mistaken for a finished one.
+    digest = recipe_digest(_base_config_dict(), adapters, recipe)
+    marker = out / RECIPE_FILE
+    if marker.is_file() and marker.read_text().strip() == digest:
+        return out
+    started = time.monotonic()
     shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    (out / "base").mkdir(parents=True)
+    threads = torch.get_num_threads()
+    try:
+        build_tokenizer(out / "base")
+        build_base_model(out / "base")
+        log(f"lorafleet: pretraining the demo base to copy text ({recipe.pretrain_steps} steps)...")
+        pretrain_base(out / "base", recipe, progress=False)
+        _normalise_json(out / "base" / "config.json")
+        (out / "base" / "generation_config.json").unlink(missing_ok=True)
+        random_ones = [a for a in adapters if a.task is None]
+        for adapter in random_ones:
+            build_adapter(out / "base", adapter, out / "adapters" / adapter.name)
+        skilled = tuple(a for a in adapters if a.task is not None)
+        if skilled:
+            log(f"lorafleet: training {len(skilled)} demo adapters ({recipe.workers} at a time)...")
+            train_demo_adapters(out / "base", BASE_NAME, skilled, out / "adapters", out / "datasets", recipe, log=log)
+    finally:
+        torch.set_num_threads(threads)
+    marker.write_text(digest + "\n")
+    log(f"lorafleet: demo assets built in {time.monotonic() - started:.0f} s")
     return out

@@ -4,6 +4,7 @@
     lorafleet demo-assets --out DIR
     lorafleet check-config --config PATH
     lorafleet adapters list|push|pull|show|rm --url URL   (deployments/adapters_cli.py)
+    lorafleet train CONFIG.yaml | merge A B --out NAME --base BASE | demo-examples --url URL   (factory/cli.py)
 """
 
 from __future__ import annotations
@@ -130,6 +131,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ready.set()
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port is not None else None
         print(ready_message(config, adapters, metrics_url), flush=True)
+        if getattr(args, "demo_examples", False):
+            _print_demo_examples(base_url, config.model.served_name)
         while not stop.wait(1.0):
             pass
         print("lorafleet: shutting down...", flush=True)
@@ -150,6 +153,19 @@ def _first_adapter(base_url: str) -> str | None:
     models = httpx.get(f"{base_url}/v1/models", timeout=10).json()["data"]
     adapters = [m["id"] for m in models if m.get("parent")]
     return adapters[0] if adapters else None
+
+
+def _print_demo_examples(base_url: str, base_model: str) -> None:
+    from adapters.demo import DEMO_ADAPTERS
+    from factory.demo_examples import showcase
+
+    try:
+        lines = showcase(base_url, DEMO_ADAPTERS, base_model)
+    except Exception as err:  # noqa: BLE001 - a showcase failure must not stop the server
+        print(f"lorafleet: could not run the demo examples: {err}", file=sys.stderr)
+        return
+    print("  demo skills (greedy; `lorafleet demo-examples --url " + base_url + "` shows them again):")
+    print("\n".join(lines) + "\n", flush=True)
 
 
 def cmd_demo_assets(args: argparse.Namespace) -> int:
@@ -193,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--host", help="override server.host")
     serve_p.add_argument("--port", type=int, help="override server.port")
     serve_p.add_argument("--metrics-port", type=int, help="override server.metrics_port (Ray's Prometheus endpoint)")
+    serve_p.add_argument("--demo-examples", action="store_true", help="once ready, print one request per demo skill adapter")
     serve_p.set_defaults(func=cmd_serve)
 
     demo_p = sub.add_parser("demo-assets", help="write the tiny demo base model and adapters")
@@ -218,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     check_p = sub.add_parser("check-config", help="validate a config file and print it resolved")
     check_p.add_argument("--config", required=True)
     check_p.set_defaults(func=cmd_check_config)
+
+    from factory.cli import add_factory_commands
+
+    add_factory_commands(sub)  # train, merge, demo-examples
     return parser
 
 

@@ -21,7 +21,9 @@ for key, value in {
 
 @pytest.fixture(scope="session")
 def demo_assets() -> Path:
-    """The embedded demo model and adapters, built fresh once per session (~5 s)."""
+    """The embedded demo model and adapters (trained by the factory). Cached across sessions
+    by recipe digest (adapters/demo.py): a cold build trains for ~3-4 min on 2 cores,
+    a warm one is a file read."""
     from adapters.demo import build_demo_assets
 
     return build_demo_assets(TEST_ASSETS / "demo")
@@ -69,3 +71,16 @@ def s3_bucket(s3_server, request):
     bucket = f"t-{re.sub('[^a-z0-9]', '-', request.node.name.lower())[:40]}-{uuid.uuid4().hex[:8]}"
     client.create_bucket(Bucket=bucket)
     return s3_server, bucket
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """The demo base's shape with random (untrained) weights: for factory tests that
+    need a real base model in a second, not the pretrained demo."""
+    from adapters.demo import build_base_model, build_tokenizer
+
+    base = tmp_path_factory.mktemp("tiny") / "base"
+    base.mkdir()
+    build_tokenizer(base)
+    build_base_model(base)
+    return base

@@ -45,7 +45,9 @@ def test_a_hot_adapter_spreads_to_a_second_replica_when_its_holder_saturates(fle
             async def one(i):
                 r = await client.post(
                     f"{fleet.base_url}/v1/completions",
-                    json={"model": hot, "prompt": f"hot request {i}", "max_tokens": 48, "temperature": 0},
+                    # ignore_eos: each request must really run 48 steps to saturate the holder
+                    # (the trained demo adapters may stop early on a prompt outside their skill).
+                    json={"model": hot, "prompt": f"hot request {i}", "max_tokens": 48, "temperature": 0, "ignore_eos": True},
                 )
                 assert r.status_code == 200, r.text
                 return r.headers["x-lorafleet-replica"]

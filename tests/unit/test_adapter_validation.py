@@ -87,7 +87,7 @@ def _break(folder, how):
     elif how == "stray tensor":
         _write_safetensors(folder / "adapter_model.safetensors", {"base_model.model.lm_head.weight": [320, 128]})
     elif how == "tensor rank above limit":
-        _write_safetensors(folder / "adapter_model.safetensors", {"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": [32, 128]})
+        _write_safetensors(folder / "adapter_model.safetensors", {"base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight": [32, 128]})
     else:
         raise AssertionError(how)
 
@@ -117,7 +117,7 @@ BREAKAGES = [
 
 @pytest.mark.parametrize("how, reason", BREAKAGES, ids=[b[0] for b in BREAKAGES])
 def test_broken_adapters_are_refused_with_a_reason(store_dir, base_info, how, reason):
-    folder = store_dir / "poet"  # rank 16, attention modules
+    folder = store_dir / "poet"  # rank 16, targets v_proj among others
     _break(folder, how)
     with pytest.raises(AdapterInvalid) as err:
         validate_adapter(folder, base=base_info, max_lora_rank=16)

@@ -1,20 +1,51 @@
-"""Demo assets are deterministic: the same command twice gives byte-identical files."""
+"""Demo assets: a pretrained tiny base plus ten adapters trained by the factory,
+deterministic for their recipe and cached by its digest."""
 
 import filecmp
 import json
 
-from adapters.demo import build_demo_assets
+from adapters.demo import BASE_NAME, DEMO_ADAPTERS, RECIPE_FILE, DemoAdapter, build_demo_assets
+from factory.demo import DemoRecipe
+
+# Volatile manifest fields: wall-clock facts and absolute paths of the build folder.
+_VOLATILE = ("created_at", "train_seconds")
 
 
 def _tree(root):
     return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
 
 
-def test_demo_assets_are_byte_identical_across_runs(tmp_path, demo_assets):
-    again = build_demo_assets(tmp_path / "again")
-    assert _tree(again) == _tree(demo_assets)
-    for rel in _tree(demo_assets):
-        assert filecmp.cmp(demo_assets / rel, again / rel, shallow=False), rel
+def _stable_manifest(path):
+    manifest = json.loads(path.read_text())
+    for key in _VOLATILE:
+        manifest.pop(key)
+    manifest["dataset"].pop("path")
+    manifest["base_model"].pop("source")
+    return manifest
+
+
+def test_the_build_is_byte_identical_for_a_recipe_whatever_the_parallelism(tmp_path):
+    """The full recipe trains for minutes, so determinism is proven on a tiny one that runs
+    the same code: pretraining, dataset generation, factory training in worker processes."""
+    adapters = (DemoAdapter("one", 1, 8, ("q_proj", "down_proj"), "upper"), DemoAdapter("two", 2, 16, ("o_proj",), "rot13"))
+    serial = DemoRecipe(pretrain_steps=6, pretrain_batch=8, adapter_steps=4, adapter_batch=8, workers=1)
+    parallel = DemoRecipe(**{**serial.__dict__, "workers": 2})
+    first = build_demo_assets(tmp_path / "a", adapters=adapters, recipe=serial, log=lambda _: None)
+    second = build_demo_assets(tmp_path / "b", adapters=adapters, recipe=parallel, log=lambda _: None)
+    assert _tree(first) == _tree(second)
+    for rel in _tree(first):
+        if rel.name == "training_manifest.json":
+            assert _stable_manifest(first / rel) == _stable_manifest(second / rel), rel
+        else:
+            assert filecmp.cmp(first / rel, second / rel, shallow=False), rel
+
+
+def test_a_matching_recipe_digest_skips_the_build(demo_assets):
+    weights = demo_assets / "adapters" / "poet" / "adapter_model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert build_demo_assets(demo_assets) == demo_assets
+    assert weights.stat().st_mtime_ns == before
+    assert len((demo_assets / RECIPE_FILE).read_text().strip()) == 64
 
 
 def test_base_model_is_a_loadable_hf_folder_with_a_chat_template(demo_assets):
@@ -32,10 +63,26 @@ def test_base_model_is_a_loadable_hf_folder_with_a_chat_template(demo_assets):
     assert rendered.endswith("<|assistant|>\n")
 
 
-def test_demo_adapters_vary_seed_rank_and_targets(demo_assets):
+def test_demo_adapters_vary_rank_and_targets(demo_assets):
     configs = [json.loads(p.read_text()) for p in sorted((demo_assets / "adapters").glob("*/adapter_config.json"))]
-    assert len(configs) >= 8
+    assert len(configs) == len(DEMO_ADAPTERS) == 10
     assert {c["r"] for c in configs} >= {8, 16}
     assert len({tuple(c["target_modules"]) for c in configs}) >= 4
     weights = [p.read_bytes() for p in sorted((demo_assets / "adapters").glob("*/adapter_model.safetensors"))]
     assert len(set(weights)) == len(weights)
+
+
+def test_every_demo_adapter_was_trained_by_the_factory_on_its_dataset(demo_assets, base_info):
+    from adapters.validation import validate_adapter
+    from factory.dataset import sha256_file
+    from factory.fingerprint import base_model_fingerprint
+
+    fingerprint = base_model_fingerprint(demo_assets / "base")
+    for adapter in DEMO_ADAPTERS:
+        folder = demo_assets / "adapters" / adapter.name
+        spec = validate_adapter(folder, base=base_info, max_lora_rank=16)
+        assert (spec.rank, spec.target_modules, spec.base_model) == (adapter.rank, tuple(sorted(adapter.target_modules)), BASE_NAME)
+        manifest = json.loads((folder / "training_manifest.json").read_text())
+        assert manifest["base_model"]["fingerprint_sha256"] == fingerprint
+        assert manifest["dataset"]["sha256"] == sha256_file(demo_assets / "datasets" / f"{adapter.name}.jsonl")
+        assert manifest["metrics"]["eval_loss"] < 0.2, f"{adapter.name} did not learn {adapter.task}"
