@@ -11,6 +11,7 @@ from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
 from deployments.config import LorafleetConfig, parse_config
+from deployments.admission import ingress_admission_limit
 from deployments.controller import FleetController
 from deployments.engine_replica import EngineReplica
 from deployments.ingress import Ingress
@@ -18,6 +19,7 @@ from deployments.router import ROUTER_CLASS_PATH
 from deployments.vllm_engine import engine_environment
 
 APP_NAME = "lorafleet"
+INGRESS_HEADROOM = 32  # ingress slots beyond its admission cap: refusals and cheap endpoints
 
 
 def request_router_config(config: LorafleetConfig) -> RequestRouterConfig:
@@ -54,8 +56,18 @@ def build_app(config: LorafleetConfig | dict) -> Application:
             "runtime_env": {"env_vars": engine_environment(config)},
         },
     ).bind(config_dict, controller)
+    admitted = ingress_admission_limit(
+        configured=d.ingress_max_ongoing_requests,
+        num_replicas=d.num_replicas,
+        max_ongoing_requests=d.max_ongoing_requests,
+        max_queued_requests=d.max_queued_requests,
+    )
     return Ingress.options(
         num_replicas=d.ingress_replicas,
-        max_ongoing_requests=d.max_queued_requests + d.num_replicas * d.max_ongoing_requests,
+        # Room above the admission cap so the ingress itself answers the overflow with an
+        # OpenAI-shaped 503 (and /health, /v1/models stay reachable); the proxy's queue
+        # for the ingress is bounded too, as a last resort (Ray answers 503 + Retry-After).
+        max_ongoing_requests=admitted + INGRESS_HEADROOM,
+        max_queued_requests=admitted,
         ray_actor_options={"num_cpus": d.ingress_cpus},
     ).bind(config_dict, engine, controller)

@@ -85,6 +85,11 @@ class DeploymentConfig(_Strict):
     )
     ingress_replicas: PositiveInt = Field(default=1, description="Replicas of the HTTP ingress.")
     ingress_cpus: float = Field(default=0.1, ge=0, description="Ray CPUs reserved per ingress replica.")
+    ingress_max_ongoing_requests: int = Field(
+        default=0, ge=0,
+        description="Completion requests one ingress replica admits at once; more get 503 with Retry-After at "
+        "once instead of queueing. 0 = num_replicas x max_ongoing_requests + max_queued_requests.",
+    )
     health_check_period_s: PositiveFloat = Field(default=5.0, description="How often Ray Serve checks that a replica's engine is alive.")
     stats_report_period_s: PositiveFloat = Field(default=1.0, description="How often each replica reports its stats to the fleet controller.")
     engine_threads: int = Field(

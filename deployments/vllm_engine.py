@@ -210,7 +210,7 @@ class VLLMEngine:
                 await self.engine.add_lora(request)
             except Exception as err:  # vLLM raises plain exceptions for bad files
                 if self.engine.errored:
-                    raise EngineDead(f"engine died while loading adapter {spec.name!r}") from err
+                    raise EngineDead(f"engine died while loading adapter {spec.name!r}", replica=self.replica_id) from err
                 raise AdapterLoadError(f"adapter {spec.name!r} failed to load: {err}", retriable=False) from err
             finally:
                 self._loading.discard(spec.name)
@@ -268,7 +268,7 @@ class VLLMEngine:
             else:
                 result = await serving.create_chat_completion(request, raw_request=usage)
         except EngineDeadError as err:
-            raise EngineDead(f"engine on replica {self.replica_id} is dead: {err}") from err
+            raise EngineDead(f"engine on replica {self.replica_id} is dead: {err}", replica=self.replica_id) from err
         except (VLLMClientError, ValueError) as err:  # vLLM's request checks, e.g. prompt too long
             param = _PARAM_NAMES.get(getattr(err, "parameter", None), getattr(err, "parameter", None))
             yield ResponseHead(400, self.replica_id, False)
@@ -284,7 +284,7 @@ class VLLMEngine:
         error = getattr(result, "error", None)
         if error is not None:
             if self.engine.errored:
-                raise EngineDead(f"engine on replica {self.replica_id} is dead: {error.message}")
+                raise EngineDead(f"engine on replica {self.replica_id} is dead: {error.message}", replica=self.replica_id)
             yield ResponseHead(int(error.code), self.replica_id, False)
             yield error_body(error.message, err_type=error.type, code=_openai_code(int(error.code)), param=error.param)
             return

@@ -43,7 +43,15 @@ def mask_negative_lora_indices(kernel):
 
 
 def register() -> None:
-    """vLLM general-plugin entry point: patch the PyTorch LoRA kernels in this process."""
+    """vLLM general-plugin entry point, run in every vLLM process: patch the PyTorch LoRA
+    kernels, and make an EngineCore process exit with its replica (engine_lifetime)."""
+    from deployments.engine_lifetime import arm_engine_core
+
+    arm_engine_core()
+    _patch_lora_kernels()
+
+
+def _patch_lora_kernels() -> None:
     try:
         from vllm.lora.ops.torch_ops import lora_ops
     except ImportError:  # a vLLM without the PyTorch LoRA ops: nothing to fix
