@@ -13,10 +13,20 @@ from __future__ import annotations
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    StringConstraints,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from adapters.validation import FORBIDDEN_TARGET_MODULES, PROJECTION_MODULES
 from cluster.placement.settings import PlacementSettings
@@ -27,8 +37,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# A path or URI: non-empty and free of NUL bytes, which no filesystem accepts (an
+# unchecked NUL made path resolution raise a bare ValueError instead of a ConfigError).
+PathOrUri = Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\x00]+$")]
+
+
 class ModelConfig(_Strict):
-    source: str = Field(
+    source: PathOrUri = Field(
         description="Base model: a local Hugging Face model directory, or a hub id / s3:// URI "
         "that vLLM can load. Relative paths are resolved against the config file's folder."
     )
@@ -98,7 +113,7 @@ class DeploymentConfig(_Strict):
 
 
 class AdapterStoreConfig(_Strict):
-    uri: str = Field(description="Where adapters live: a local directory (one sub-folder per adapter). Relative paths resolve against the config file.")
+    uri: PathOrUri = Field(description="Where adapters live: a local directory (one sub-folder per adapter). Relative paths resolve against the config file.")
     fetch_latency_ms: int = Field(
         default=0, ge=0, le=60_000,
         description="Emulated store fetch time added to every cold adapter load into a replica's host memory. "

@@ -33,6 +33,7 @@ from deployments.request_checks import check_request, parse_json_object, request
 logger = logging.getLogger(__name__)
 
 REPLICA_HEADER = "x-lorafleet-replica"
+ATTEMPTS_HEADER = "x-lorafleet-attempts"  # present (value 2) when a dead replica's request was retried
 CLIENT_CLOSED = 499  # the status a request is counted with when its client went away (nginx's)
 
 app = FastAPI(title="lorafleet", description="OpenAI-compatible API over a fleet of LoRA adapters.")
@@ -216,6 +217,7 @@ class Ingress:
         self, endpoint: Endpoint, body: dict, adapter: AdapterSpec | None, observed: metrics.RequestObservation,
         ticket: Ticket,
     ) -> Response:
+        headers = {}
         try:
             stream, head = await self._open(endpoint, body, adapter, avoid=None)
         except EngineDead as err:
@@ -224,7 +226,8 @@ class Ingress:
             # from its replica set). Never after the head: a started answer is not replayed.
             logger.warning("engine replica %s died before answering; retrying once elsewhere", err.replica)
             stream, head = await self._open(endpoint, body, adapter, avoid=err.replica)
-        headers = {REPLICA_HEADER: head.replica_id}
+            headers[ATTEMPTS_HEADER] = "2"
+        headers[REPLICA_HEADER] = head.replica_id
         if head.streaming:
             relay = _relay_sse(stream, observed, on_close=ticket.release)
             weakref.finalize(relay, ticket.release)  # a stream dropped before its first chunk never runs `finally`

@@ -24,6 +24,7 @@ from cluster.stats import ReplicaStats
 from deployments import metrics
 from deployments.config import LorafleetConfig
 from deployments.protocol import Endpoint, ResponseHead, error_body
+from deployments.request_checks import PARAM_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ class VLLMEngine:
         except EngineDeadError as err:
             raise EngineDead(f"engine on replica {self.replica_id} is dead: {err}", replica=self.replica_id) from err
         except (VLLMClientError, ValueError) as err:  # vLLM's request checks, e.g. prompt too long
-            param = _PARAM_NAMES.get(getattr(err, "parameter", None), getattr(err, "parameter", None))
+            param = PARAM_NAMES.get(getattr(err, "parameter", None), getattr(err, "parameter", None))
             yield ResponseHead(400, self.replica_id, False)
             yield error_body(str(err), err_type="invalid_request_error", code="invalid_value", param=param)
             return
@@ -291,10 +292,6 @@ class VLLMEngine:
         metrics.record_usage(self.replica_id, adapter.name if adapter else None, usage)
         yield ResponseHead(200, self.replica_id, False)
         yield result.model_dump_json()
-
-
-# vLLM names some parameters after its internals; clients know the request field.
-_PARAM_NAMES = {"input_tokens": "prompt"}
 
 
 def _openai_code(status: int) -> str:
