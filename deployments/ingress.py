@@ -14,6 +14,7 @@ import time
 import weakref
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -48,6 +49,16 @@ async def _http_exception(request: Request, exc: StarletteHTTPException) -> Resp
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
     body = error_body(f"{request.method} {request.url.path}: {exc.detail}", err_type="invalid_request_error", code=code)
     return Response(body, status_code=exc.status_code, media_type="application/json")
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+    """FastAPI's own parameter checks (path/query) answer in the OpenAI shape too."""
+    first = exc.errors()[0] if exc.errors() else {}
+    param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+    body = error_body(f"Invalid value for `{param}`: {first.get('msg', 'invalid request')}.", err_type="invalid_request_error",
+                      code="invalid_value", param=param)
+    return Response(body, status_code=400, media_type="application/json")
 
 
 class _TooLarge(Exception):

@@ -250,3 +250,48 @@ def wait_recovered(base_url: str, before: set[str], expected: int, *, timeout_s:
             pass
         time.sleep(0.5)
     return None
+
+
+async def sample_rss(root_pid: int, stop: asyncio.Event, period_s: float = 1.0) -> list[tuple[float, int]]:
+    """(seconds, total RSS bytes of the fleet's processes) every `period_s` until `stop`."""
+    t0 = time.monotonic()
+    samples = []
+    while not stop.is_set():
+        procs = await asyncio.to_thread(fleet_processes, root_pid)
+        samples.append((round(time.monotonic() - t0, 1), await asyncio.to_thread(rss_bytes, procs)))
+        try:
+            await asyncio.wait_for(stop.wait(), period_s)
+        except TimeoutError:
+            pass
+    return samples
+
+
+async def measure_capacity(base_url: str, make_body, *, concurrency: int, duration_s: float, timeout_s: float) -> tuple[float, dict]:
+    """Closed-loop throughput (successful requests per second) and its summary."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=httpx.Limits(max_connections=concurrency * 2)) as client:
+        started = time.monotonic()
+        outcomes = await closed_loop(client, make_body, concurrency=concurrency, duration_s=duration_s, timeout_s=timeout_s)
+        span = time.monotonic() - started
+    ok = sum(1 for o in outcomes if o.kind == OK)
+    return ok / span, summarize(outcomes)
+
+
+async def overload(base_url: str, root_pid: int, make_body, *, rate_per_s: float, duration_s: float, timeout_s: float,
+                   seed: int = 0) -> tuple[list[Outcome], list[tuple[float, int]]]:
+    """Open-loop Poisson load at `rate_per_s` for `duration_s`, sampling the fleet's RSS."""
+    stop = asyncio.Event()
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits) as client:
+        sampler = asyncio.create_task(sample_rss(root_pid, stop))
+        try:
+            outcomes = await open_loop(client, make_body, rate_per_s=rate_per_s, duration_s=duration_s, timeout_s=timeout_s, seed=seed)
+        finally:
+            stop.set()
+        return outcomes, await sampler
+
+
+def recovery_probe(base_url: str, model: str, *, timeout_s: float = 60) -> tuple[int, float]:
+    """One normal request after a disturbance: (status, seconds)."""
+    started = time.monotonic()
+    response = httpx.post(f"{base_url}/v1/completions", json={"model": model, "prompt": "ok", "max_tokens": 4}, timeout=timeout_s)
+    return response.status_code, time.monotonic() - started
