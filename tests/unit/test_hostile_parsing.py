@@ -178,3 +178,43 @@ def test_any_body_bytes_parse_to_an_object_or_fail_with_invalid_request(raw):
         assert isinstance(parse_json_object(raw), dict)
     except InvalidRequest as err:
         assert err.message
+
+
+@pytest.mark.parametrize(
+    "config_text",
+    ['{"peft_type": "LORA", "base_model_name_or_path": ["a", "list"], "r": 8, "target_modules": ["q_proj"]}', "[" * 50_000],
+    ids=["unhashable-base-name", "deep-nesting"],
+)
+def test_one_malformed_adapter_does_not_break_the_store_for_everyone(tmp_path, demo_assets, base_info, config_text):
+    """Regression: these raised TypeError / RecursionError out of the store's folder scan,
+    so /v1/models and every request failed for every tenant because of one folder."""
+    from adapters.store import LocalAdapterStore
+
+    root = tmp_path / "adapters"
+    shutil.copytree(demo_assets / "adapters", root)
+    (root / "pirate" / "adapter_config.json").write_text(config_text)
+    store = LocalAdapterStore(root, base=base_info, max_lora_rank=16)
+    errors = {e.name: e.error for e in store.entries()}
+    assert errors["pirate"] and errors["poet"] is None
+    assert "poet" in {s.name for s in store.list_valid()}
+
+
+@pytest.mark.parametrize(
+    "endpoint, body, param",
+    [
+        (Endpoint.COMPLETIONS, {"model": "poet", "max_tokens": 4}, "prompt"),
+        (Endpoint.COMPLETIONS, {**COMPLETION, "cache_salt": 0}, "cache_salt"),
+        (Endpoint.COMPLETIONS, {**COMPLETION, "logprobs": []}, "logprobs"),
+        (Endpoint.CHAT, {**CHAT, "top_logprobs": 1}, "top_logprobs"),
+        (Endpoint.COMPLETIONS, {**COMPLETION, "structured_outputs": 0}, None),
+        (Endpoint.CHAT, {**CHAT, "structured_outputs": 0}, None),
+    ],
+    ids=["no-prompt", "cache-salt-int", "logprobs-list", "top-logprobs-without-logprobs", "structured-outputs-int", "chat-structured-outputs-int"],
+)
+def test_bodies_that_crashed_vllm_validators_are_invalid_requests(endpoint, body, param):
+    """Regression: each of these raised a non-ValueError out of vLLM's request model
+    (VLLMValidationError, AttributeError), which the ingress answered with a 500."""
+    with pytest.raises(InvalidRequest) as caught:
+        check_request(body, endpoint, max_model_len=512)
+    if param is not None:
+        assert caught.value.param == param
