@@ -61,7 +61,7 @@ async def send(client: httpx.AsyncClient, body: dict, t0: float, timeout_s: floa
                 outcome.replica = response.headers.get("x-lorafleet-replica")
                 outcome.retried = response.headers.get("x-lorafleet-attempts") == "2"
                 if response.status_code != 200:
-                    payload = json.loads(await response.aread() or b"null")
+                    payload = _json_or_none(await response.aread())
                     outcome.kind = ERROR_STATUS
                     outcome.retry_after = response.headers.get("retry-after")
                     outcome.openai_shaped = is_openai_error(payload)
@@ -78,6 +78,13 @@ async def send(client: httpx.AsyncClient, body: dict, t0: float, timeout_s: floa
         outcome.openai_shaped = False
     outcome.latency_s = time.monotonic() - started
     return outcome
+
+
+def _json_or_none(raw: bytes) -> object:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None  # e.g. a proxy's plain-text error: counted as not OpenAI-shaped
 
 
 async def _read_sse(response: httpx.Response, outcome: Outcome) -> str:
