@@ -69,25 +69,18 @@ async def _watch_recovery(base_url: str, before: set[str], killed: asyncio.Event
 
 async def one_kill(base_url: str, root_pid: int, *, duration_s: float, kill_at_s: float, concurrency: int, seed: int) -> dict:
     before = probe.live_replicas(base_url)
-    victim = probe.engine_replica_processes(root_pid)[0]
-    cores = [c for c in victim.children(recursive=True) if "EngineCore" in " ".join(c.cmdline())]
     killed = asyncio.Event()
     t0 = time.monotonic()
-
-    class _Victim:  # kill, then tell the recovery watcher
-        def kill(self):
-            victim.kill()
-            killed.set()
-
-    load = probe.load_with_kill(base_url, _Victim(), MODELS, concurrency=concurrency, duration_s=duration_s,
-                                kill_at_s=kill_at_s, timeout_s=90, seed=seed)
-    (outcomes, killed_at), recovery = await asyncio.gather(load, _watch_recovery(base_url, before, killed, t0, 300))
+    load = probe.load_with_kill(base_url, root_pid, MODELS, concurrency=concurrency, duration_s=duration_s,
+                                kill_at_s=kill_at_s, timeout_s=90, seed=seed, on_kill=killed.set)
+    (outcomes, kill), recovery = await asyncio.gather(load, _watch_recovery(base_url, before, killed, t0, 300))
+    killed_at = kill.at_s
     # If the replacement was not healthy before the load ended, keep waiting for it.
     if recovery["healthy_at_s"] is None:
         recovery = {"healthy_at_s": None}
     new = set(recovery.get("new_replicas", []))
     served = [o.started_s + o.latency_s for o in outcomes if o.kind == probe.OK and o.replica in new]
-    _, alive = psutil.wait_procs(cores, timeout=30)
+    _, alive = psutil.wait_procs(kill.engine_cores, timeout=30)
     summary = probe.summarize(outcomes)
     after = [o for o in outcomes if o.started_s >= killed_at]
     return {
@@ -95,6 +88,7 @@ async def one_kill(base_url: str, root_pid: int, *, duration_s: float, kill_at_s
         "recovery_healthy_s": None if recovery["healthy_at_s"] is None else round(recovery["healthy_at_s"] - killed_at, 1),
         "recovery_first_served_s": round(min(served) - killed_at, 1) if served else None,
         "engine_core_orphaned": bool(alive),
+        "engine_cores_of_victim": len(kill.engine_cores),
         "summary": summary,
         "failed_requests": sum(v for k, v in summary["kinds"].items() if k != probe.OK),
         "after_kill": probe.summarize(after),

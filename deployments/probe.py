@@ -216,11 +216,45 @@ def live_replicas(base_url: str) -> set[str]:
     return {r["replica_id"] for r in replicas if r["healthy"]}
 
 
-async def load_with_kill(base_url: str, victim: psutil.Process, models: list[str], *, concurrency: int, duration_s: float,
-                         kill_at_s: float, timeout_s: float, max_tokens: int = 48, seed: int = 0) -> tuple[list[Outcome], float]:
+def busiest_engine_replica(root_pid: int, interval_s: float = 0.5) -> psutil.Process:
+    """The engine replica process whose engine used the most CPU over `interval_s`:
+    the one with requests in flight, so a kill hits real work (an idle victim proves
+    nothing)."""
+    replicas = engine_replica_processes(root_pid)
+    families = {r: [r, *r.children(recursive=True)] for r in replicas}
+    for procs in families.values():
+        for p in procs:
+            try:
+                p.cpu_percent(None)
+            except psutil.Error:
+                pass
+    time.sleep(interval_s)
+
+    def busy(procs):
+        total = 0.0
+        for p in procs:
+            try:
+                total += p.cpu_percent(None)
+            except psutil.Error:
+                pass
+        return total
+
+    return max(replicas, key=lambda r: busy(families[r]))
+
+
+@dataclass
+class Kill:
+    at_s: float  # on the load's clock
+    pid: int
+    engine_cores: list[psutil.Process]  # the victim's vLLM EngineCore children, to check they exit too
+
+
+async def load_with_kill(base_url: str, root_pid: int, models: list[str], *, concurrency: int, duration_s: float,
+                         kill_at_s: float, timeout_s: float, max_tokens: int = 48, seed: int = 0,
+                         on_kill=None) -> tuple[list[Outcome], Kill]:
     """A closed-loop load of half streaming, half non-streaming requests over `models`;
-    `victim` (an engine replica's process) gets SIGKILL `kill_at_s` into it. Returns
-    the outcomes and the kill's time on the outcomes' clock."""
+    `kill_at_s` into it, the busiest engine replica process of the fleet gets SIGKILL.
+    `on_kill()` runs right after the kill."""
     rng = random.Random(seed)
 
     def make_body() -> dict:
@@ -228,18 +262,22 @@ async def load_with_kill(base_url: str, victim: psutil.Process, models: list[str
 
     t0 = time.monotonic()
 
-    async def kill_later() -> float:
+    async def kill_later() -> Kill:
         await asyncio.sleep(kill_at_s)
+        victim = await asyncio.to_thread(busiest_engine_replica, root_pid)
+        cores = [c for c in victim.children(recursive=True) if "EngineCore" in _cmdline(c)]
         victim.kill()
-        return time.monotonic() - t0
+        if on_kill is not None:
+            on_kill()
+        return Kill(time.monotonic() - t0, victim.pid, cores)
 
     limits = httpx.Limits(max_connections=concurrency * 2)
     async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits) as client:
-        outcomes, killed_at = await asyncio.gather(
+        outcomes, kill = await asyncio.gather(
             closed_loop(client, make_body, concurrency=concurrency, duration_s=duration_s, timeout_s=timeout_s, t0=t0),
             kill_later(),
         )
-    return outcomes, killed_at
+    return outcomes, kill
 
 
 def wait_recovered(base_url: str, before: set[str], expected: int, *, timeout_s: float, model: str) -> float | None:

@@ -33,13 +33,10 @@ def _wait_healthy(fleet, timeout_s=300) -> set[str]:
 @pytest.mark.fleet_disruptive
 def test_killing_a_replica_mid_load_loses_no_unanswered_request_and_the_fleet_recovers(fleet):
     before = _wait_healthy(fleet)  # an earlier disruptive test may still be recovering
-    victim = probe.engine_replica_processes(fleet.process.pid)[0]
-    cores = [c for c in victim.children(recursive=True) if "EngineCore" in " ".join(c.cmdline())]
-    assert len(cores) == 1, "expected the replica process to own one vLLM EngineCore"
-
-    outcomes, killed_at = asyncio.run(
-        probe.load_with_kill(fleet.base_url, victim, MODELS, concurrency=8, duration_s=14, kill_at_s=4, timeout_s=90)
+    outcomes, kill = asyncio.run(
+        probe.load_with_kill(fleet.base_url, fleet.process.pid, MODELS, concurrency=8, duration_s=14, kill_at_s=4, timeout_s=90)
     )
+    assert len(kill.engine_cores) == 1, "expected the killed replica process to own one vLLM EngineCore"
     summary = probe.summarize(outcomes)
     hit = [o for o in outcomes if o.retried or o.kind == probe.STREAM_CUT]
     assert hit, f"the kill hit no request (nothing was in flight on the victim?): {summary}"
@@ -54,7 +51,7 @@ def test_killing_a_replica_mid_load_loses_no_unanswered_request_and_the_fleet_re
     assert all(o.kind in (probe.OK, probe.STREAM_CUT) for o in outcomes), summary
 
     # The killed replica's EngineCore exits with it (no ~630 MB orphan per kill).
-    gone, alive = psutil.wait_procs(cores, timeout=30)
+    gone, alive = psutil.wait_procs(kill.engine_cores, timeout=30)
     assert not alive, f"orphaned EngineCore left behind: {[p.pid for p in alive]}"
 
     # Serve replaces the replica; the fleet serves again with NUM_REPLICAS replicas.
@@ -77,4 +74,4 @@ def test_killing_a_replica_mid_load_loses_no_unanswered_request_and_the_fleet_re
         time.sleep(1)
     assert not (set(share) & dead), f"the plan still names the dead replica: {share}"
     assert any(share.get(rid) for rid in live - before), f"the replacement got no adapters: {share}"
-    print(f"kill at {killed_at:.1f}s of the load; replacement serving {recovered_s:.1f}s after the load ended; {summary}")
+    print(f"kill at {kill.at_s:.1f}s of the load; replacement serving {recovered_s:.1f}s after the load ended; {summary}")
