@@ -58,7 +58,14 @@ class Overloaded(LorafleetError):
 
 
 class EngineDead(LorafleetError):
-    """The replica's engine died; Ray Serve's health check replaces the replica."""
+    """The replica's engine died; Ray Serve's health check replaces the replica.
+
+    `replica` names the replica (or Ray actor id) that died, when known, so the ingress
+    can retry a request that got no answer yet on another replica."""
+
+    def __init__(self, message: str, *, replica: str | None = None):
+        super().__init__(message)
+        self.replica = replica
 
 
 class AdapterExists(LorafleetError):

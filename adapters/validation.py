@@ -108,7 +108,7 @@ def read_safetensors_header(path: Path) -> dict[str, dict]:
             if header_len > MAX_SAFETENSORS_HEADER_BYTES:
                 raise AdapterInvalid(f"{path.name} has an implausible safetensors header ({header_len} bytes)")
             header = json.loads(f.read(header_len))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise AdapterInvalid(f"{path.name} is not a readable safetensors file: {err}") from None
     if not isinstance(header, dict):
         raise AdapterInvalid(f"{path.name} has a malformed safetensors header")
@@ -124,7 +124,7 @@ def _load_config(folder: Path) -> dict:
         raise AdapterInvalid(f"{ADAPTER_CONFIG} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
         config = json.loads(config_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise AdapterInvalid(f"{ADAPTER_CONFIG} is not valid JSON: {err}") from None
     if not isinstance(config, dict):
         raise AdapterInvalid(f"{ADAPTER_CONFIG} must be a JSON object")
@@ -172,7 +172,7 @@ def validate_adapter(
         raise AdapterInvalid(f"peft_type must be LORA, got {config.get('peft_type')!r}")
 
     base_name = config.get("base_model_name_or_path")
-    if base_name not in base.accepted_names:
+    if not isinstance(base_name, str) or base_name not in base.accepted_names:  # a list is unhashable: check type first
         raise AdapterInvalid(
             f"adapter was trained on base model {base_name!r}, this fleet serves {sorted(base.accepted_names)[0]!r}"
         )

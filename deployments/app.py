@@ -8,9 +8,10 @@ running lorafleet deploys the same graph from the same validated schema.
 from __future__ import annotations
 
 from ray.serve import Application
-from ray.serve.config import RequestRouterConfig
+from ray.serve.config import BackpressureConfig, RequestRouterConfig
 
 from deployments.config import LorafleetConfig, parse_config
+from deployments.admission import ingress_admission_limit
 from deployments.controller import FleetController
 from deployments.engine_replica import EngineReplica
 from deployments.ingress import Ingress
@@ -18,6 +19,8 @@ from deployments.router import ROUTER_CLASS_PATH
 from deployments.vllm_engine import engine_environment
 
 APP_NAME = "lorafleet"
+INGRESS_HEADROOM = 32  # ingress slots beyond its admission cap: refusals and cheap endpoints
+SHED_WITH_RETRY_AFTER = BackpressureConfig(status_code=503, retry_after_s=1)
 
 
 def request_router_config(config: LorafleetConfig) -> RequestRouterConfig:
@@ -44,6 +47,7 @@ def build_app(config: LorafleetConfig | dict) -> Application:
         num_replicas=d.num_replicas,
         max_ongoing_requests=d.max_ongoing_requests,
         max_queued_requests=d.max_queued_requests,
+        backpressure_config=SHED_WITH_RETRY_AFTER,
         health_check_period_s=d.health_check_period_s,
         health_check_timeout_s=max(30.0, 3 * d.health_check_period_s),
         graceful_shutdown_timeout_s=10,
@@ -54,8 +58,19 @@ def build_app(config: LorafleetConfig | dict) -> Application:
             "runtime_env": {"env_vars": engine_environment(config)},
         },
     ).bind(config_dict, controller)
+    admitted = ingress_admission_limit(
+        configured=d.ingress_max_ongoing_requests,
+        num_replicas=d.num_replicas,
+        max_ongoing_requests=d.max_ongoing_requests,
+        max_queued_requests=d.max_queued_requests,
+    )
     return Ingress.options(
         num_replicas=d.ingress_replicas,
-        max_ongoing_requests=d.max_queued_requests + d.num_replicas * d.max_ongoing_requests,
+        # Room above the admission cap so the ingress itself answers the overflow with an
+        # OpenAI-shaped 503 (and /health, /v1/models stay reachable); the proxy's queue
+        # for the ingress is bounded too, as a last resort (Ray answers 503 + Retry-After).
+        max_ongoing_requests=admitted + INGRESS_HEADROOM,
+        max_queued_requests=admitted,
+        backpressure_config=SHED_WITH_RETRY_AFTER,  # the proxy's plain-text 503 still tells clients when to retry
         ray_actor_options={"num_cpus": d.ingress_cpus},
     ).bind(config_dict, engine, controller)

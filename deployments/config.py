@@ -13,10 +13,20 @@ from __future__ import annotations
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    StringConstraints,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from adapters.validation import FORBIDDEN_TARGET_MODULES, PROJECTION_MODULES
 from cluster.placement.settings import PlacementSettings
@@ -27,8 +37,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# A path or URI: non-empty and free of NUL bytes, which no filesystem accepts (an
+# unchecked NUL made path resolution raise a bare ValueError instead of a ConfigError).
+PathOrUri = Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\x00]+$")]
+
+
 class ModelConfig(_Strict):
-    source: str = Field(
+    source: PathOrUri = Field(
         description="Base model: a local Hugging Face model directory, or a hub id / s3:// URI "
         "that vLLM can load. Relative paths are resolved against the config file's folder."
     )
@@ -85,6 +100,11 @@ class DeploymentConfig(_Strict):
     )
     ingress_replicas: PositiveInt = Field(default=1, description="Replicas of the HTTP ingress.")
     ingress_cpus: float = Field(default=0.1, ge=0, description="Ray CPUs reserved per ingress replica.")
+    ingress_max_ongoing_requests: int = Field(
+        default=0, ge=0,
+        description="Completion requests one ingress replica admits at once; more get 503 with Retry-After at "
+        "once instead of queueing. 0 = num_replicas x max_ongoing_requests + max_queued_requests.",
+    )
     health_check_period_s: PositiveFloat = Field(default=5.0, description="How often Ray Serve checks that a replica's engine is alive.")
     stats_report_period_s: PositiveFloat = Field(default=1.0, description="How often each replica reports its stats to the fleet controller.")
     engine_threads: int = Field(
@@ -93,7 +113,7 @@ class DeploymentConfig(_Strict):
 
 
 class AdapterStoreConfig(_Strict):
-    uri: str = Field(
+    uri: PathOrUri = Field(
         description="Where adapters live: a local directory, or an S3-compatible bucket `s3://bucket/prefix` "
         "(credentials from the standard AWS chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY env vars, a profile "
         "or an instance role; never from this file). Relative paths resolve against the config file."

@@ -59,7 +59,8 @@ class EngineReplica:
                 logger.warning("stats report to the fleet controller failed: %s", err)
             await asyncio.sleep(period)
 
-    async def generate(self, endpoint: Endpoint, body: dict, adapter: AdapterSpec | None):
+    async def generate(self, endpoint: Endpoint, body: dict, adapter: AdapterSpec | None, avoid_replica: str | None = None):
+        """`avoid_replica` is for the request router (a retry names the replica that died)."""
         async for item in self.engine.generate(endpoint, body, adapter):
             yield item
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
 
 from adapters.errors import (
@@ -72,9 +73,9 @@ def classify_engine_failure(err: BaseException) -> LorafleetError:
     if isinstance(cause, LorafleetError):
         return cause
     if isinstance(err, BackPressureError):
-        return Overloaded("All engine replicas are busy; retry shortly.", retry_after_s=1)
+        return Overloaded("All engine replicas are busy; retry shortly.", retry_after_s=math.ceil(err.retry_after_s or 1))
     if isinstance(err, RayActorError):  # includes ActorDiedError / ActorUnavailableError
-        return EngineDead("The engine replica serving this request went away; retry.")
+        return EngineDead("The engine replica serving this request went away; retry.", replica=err.actor_id)
     if isinstance(err, asyncio.TimeoutError):
         return Overloaded("The request timed out waiting for an engine replica.", retry_after_s=2)
     logger.error("engine call failed", exc_info=err)

@@ -20,6 +20,8 @@ def parse_json_object(raw: bytes) -> dict:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InvalidRequest(f"The request body is not valid JSON: {err}") from None
+    except RecursionError:  # e.g. 100k "[": the parser's stack, not a client's right to a 500
+        raise InvalidRequest("The request body is nested too deeply.") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     return body
@@ -60,8 +62,14 @@ def _check_max_tokens(body: dict, endpoint: Endpoint, max_model_len: int) -> Non
             )
 
 
+# vLLM names some parameters after its internals; clients know the request field.
+PARAM_NAMES = {"input_tokens": "prompt"}
+
+
 def check_request(body: dict, endpoint: Endpoint, *, max_model_len: int) -> None:
     """Raise InvalidRequest naming the parameter if the body is not a valid request."""
+    from vllm.exceptions import VLLMClientError
+
     _check_max_tokens(body, endpoint, max_model_len)
     try:
         _request_model(endpoint).model_validate(body)
@@ -71,3 +79,16 @@ def check_request(body: dict, endpoint: Endpoint, *, max_model_len: int) -> None
         raise InvalidRequest(f"Invalid value for `{param}`: {first['msg']}.", param=param) from None
     except ValueError as err:  # model validators raise plain ValueError
         raise InvalidRequest(str(err)) from None
+    except VLLMClientError as err:
+        # Some of vLLM's model validators raise VLLMValidationError, which is not a
+        # ValueError, so pydantic lets it through (found by the property tests: a body
+        # without `prompt` was a 500).
+        parameter = getattr(err, "parameter", None)
+        raise InvalidRequest(str(err), param=PARAM_NAMES.get(parameter, parameter)) from None
+    except RecursionError:
+        raise InvalidRequest("The request is nested too deeply.") from None
+    except (TypeError, AttributeError, KeyError, IndexError) as err:
+        # vLLM's "before" validators read the raw body assuming its types (e.g.
+        # `structured_outputs: 0` -> AttributeError): a crash there means the body is
+        # malformed, and the client needs a 400, not a 500 (found by the property tests).
+        raise InvalidRequest(f"The request is malformed ({type(err).__name__}: {err}).") from None

@@ -32,6 +32,24 @@ logger = logging.getLogger(__name__)
 ROUTER_CLASS_PATH = "deployments.router:AdapterAwareRouter"
 
 
+def _without_avoided(replicas: list[RunningReplica], pending_request: PendingRequest | None) -> list[RunningReplica]:
+    """Drop the replica a retried request names in `avoid_replica` (the ingress's retry
+    after that replica died), unless it is the only one left. Matched by replica id or
+    Ray actor id: the ingress knows one or the other, depending on what died."""
+    avoid = pending_request.kwargs.get("avoid_replica") if pending_request is not None else None
+    if not avoid:
+        return replicas
+    kept = [r for r in replicas if avoid not in (r.replica_id.unique_id, _actor_hex(r))]
+    return kept or replicas
+
+
+def _actor_hex(replica: RunningReplica) -> str | None:
+    try:
+        return replica.actor_id.hex()
+    except Exception:  # noqa: BLE001 - a replica wrapper without an actor (tests): no match
+        return None
+
+
 class AdapterAwareRouter(FIFOMixin, RequestRouter):
     def initialize_state(self, policy: str = "adapter_affinity", settings: dict[str, Any] | None = None, **_: Any) -> None:
         self._policy = make_policy(policy, RoutingSettings(**(settings or {})))
@@ -69,6 +87,7 @@ class AdapterAwareRouter(FIFOMixin, RequestRouter):
             return []
         started = time.perf_counter()
         adapter = pending_request.metadata.multiplexed_model_id if pending_request is not None else ""
+        candidate_replicas = _without_avoided(candidate_replicas, pending_request)
         view = self._current_view(candidate_replicas)
         ranked = self._policy.rank(adapter or None, view, self._inflight, self._rng)
         by_id = {r.replica_id.unique_id: r for r in candidate_replicas}

@@ -25,6 +25,7 @@ from deployments import metrics
 from deployments.config import LorafleetConfig
 from deployments.protocol import Endpoint, ResponseHead, error_body
 from deployments.vllm_patches import EMULATED_READ_ENV
+from deployments.request_checks import PARAM_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ class VLLMEngine:
                 raise
             except Exception as err:  # vLLM raises plain exceptions for bad files
                 if self.engine.errored:
-                    raise EngineDead(f"engine died while loading adapter {key!r}") from err
+                    raise EngineDead(f"engine died while loading adapter {key!r}", replica=self.replica_id) from err
                 raise AdapterLoadError(f"adapter {key!r} failed to load: {err}", retriable=False) from err
             finally:
                 self._loading.discard(key)
@@ -281,9 +282,9 @@ class VLLMEngine:
             else:
                 result = await serving.create_chat_completion(request, raw_request=usage)
         except EngineDeadError as err:
-            raise EngineDead(f"engine on replica {self.replica_id} is dead: {err}") from err
+            raise EngineDead(f"engine on replica {self.replica_id} is dead: {err}", replica=self.replica_id) from err
         except (VLLMClientError, ValueError) as err:  # vLLM's request checks, e.g. prompt too long
-            param = _PARAM_NAMES.get(getattr(err, "parameter", None), getattr(err, "parameter", None))
+            param = PARAM_NAMES.get(getattr(err, "parameter", None), getattr(err, "parameter", None))
             yield ResponseHead(400, self.replica_id, False)
             yield error_body(str(err), err_type="invalid_request_error", code="invalid_value", param=param)
             return
@@ -297,17 +298,13 @@ class VLLMEngine:
         error = getattr(result, "error", None)
         if error is not None:
             if self.engine.errored:
-                raise EngineDead(f"engine on replica {self.replica_id} is dead: {error.message}")
+                raise EngineDead(f"engine on replica {self.replica_id} is dead: {error.message}", replica=self.replica_id)
             yield ResponseHead(int(error.code), self.replica_id, False)
             yield error_body(error.message, err_type=error.type, code=_openai_code(int(error.code)), param=error.param)
             return
         metrics.record_usage(self.replica_id, adapter.served_id if adapter else None, usage)
         yield ResponseHead(200, self.replica_id, False)
         yield result.model_dump_json()
-
-
-# vLLM names some parameters after its internals; clients know the request field.
-_PARAM_NAMES = {"input_tokens": "prompt"}
 
 
 def _openai_code(status: int) -> str:

@@ -79,9 +79,17 @@ def _emulate_slow_reads() -> None:
 
 
 def register() -> None:
-    """vLLM general-plugin entry point: patch the PyTorch LoRA kernels in this process,
-    and emulate slow adapter reads when the environment asks for it."""
+    """vLLM general-plugin entry point, run in every vLLM process: patch the PyTorch LoRA
+    kernels, make an EngineCore process exit with its replica (engine_lifetime), and
+    emulate slow adapter reads when the environment asks for it."""
+    from deployments.engine_lifetime import arm_engine_core
+
+    arm_engine_core()
     _emulate_slow_reads()
+    _patch_lora_kernels()
+
+
+def _patch_lora_kernels() -> None:
     try:
         from vllm.lora.ops.torch_ops import lora_ops
     except ImportError:  # a vLLM without the PyTorch LoRA ops: nothing to fix

@@ -21,6 +21,10 @@ CASES = [
     ("prompt too long streamed", "POST", "/v1/completions", {"model": "haiku", "prompt": LONG_PROMPT, "max_tokens": 4, "stream": True}, 400, "invalid_value", "prompt"),
     ("chat too long", "POST", "/v1/chat/completions", {"model": "poet", "messages": [{"role": "user", "content": LONG_PROMPT}]}, 400, "invalid_value", None),
     ("oversized body", "POST", "/v1/completions", {"model": "poet", "prompt": "x" * 2_000_000}, 413, "request_too_large", None),
+    # Found by the property tests (tests/unit/test_hostile_parsing.py): these were 500s.
+    ("missing prompt", "POST", "/v1/completions", {"model": "poet", "max_tokens": 4}, 400, "invalid_value", "prompt"),
+    ("vllm validator crash", "POST", "/v1/completions", {"model": "poet", "prompt": "x", "structured_outputs": 0}, 400, "invalid_value", None),
+    ("deeply nested body", "POST", "/v1/completions", "[" * 100_000, 400, "invalid_value", None),
     ("unknown route", "GET", "/v1/nothing-here", None, 404, "not_found", None),
     ("wrong method", "GET", "/v1/completions", None, 405, "method_not_allowed", None),
 ]

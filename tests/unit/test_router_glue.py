@@ -32,6 +32,7 @@ class FakeMetadata:
 @dataclass
 class FakePending:
     metadata: FakeMetadata
+    kwargs: dict = field(default_factory=dict)
 
 
 def _replica(rid, gpu=(), running=0, **extra):
@@ -104,3 +105,14 @@ def test_a_cold_adapter_goes_to_the_replica_the_placement_controller_chose():
     replicas = [_replica("a"), _replica("b", desired=("poet",)), _replica("c")]
     for _ in range(5):
         assert _choose(_router(), replicas, "poet")[0][0].replica_id.unique_id == "b"
+
+
+def test_a_retry_avoids_the_replica_that_died_unless_it_is_the_only_one():
+    router = _router()
+    replicas = [_replica("a", gpu=["poet"]), _replica("b"), _replica("c")]
+    retry = FakePending(FakeMetadata("poet"), kwargs={"avoid_replica": "a"})
+    ranks = asyncio.run(router.choose_replicas(replicas, retry))
+    assert "a" not in {rank[0].replica_id.unique_id for rank in ranks}
+    assert ranks  # the others remain
+    alone = asyncio.run(router.choose_replicas([_replica("a", gpu=["poet"])], retry))
+    assert alone[0][0].replica_id.unique_id == "a"  # better a try than no replica at all

@@ -1,0 +1,142 @@
+"""Offer twice the fleet's capacity for a bounded minute; measure shedding, memory,
+the latency of admitted requests, and recovery.
+
+    python bench/overload.py [--duration 60] [--factor 2] [--capacity-concurrency 24]
+
+Starts its own `lorafleet serve` (3 replicas, `max_ongoing_requests` 8,
+`max_queued_requests` 16, so the ingress admits 3 x 8 + 16 = 40 requests at once),
+then:
+1. capacity: closed loop, `--capacity-concurrency` clients (= the replicas' running
+   slots), non-streamed 32-token completions over 6 adapters and the base, 30 s;
+2. overload: open-loop Poisson arrivals at `--factor` x that rate for `--duration` s,
+   sampling the RSS of every fleet process (Ray, Serve, vLLM) each second;
+3. recovery: one normal request right after, then 10 s of closed loop at 4 clients.
+Writes bench/results/overload.json and a table in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from deployments import probe  # noqa: E402
+from deployments.bench import BENCH_ASSETS, Server, _free_port, git_commit, machine_info, update_readme  # noqa: E402
+
+NUM_REPLICAS, MAX_ONGOING, MAX_QUEUED = 3, 8, 16
+ADAPTERS = ["poet", "haiku", "translator", "pirate", "support-bot", "code-review"]  # plus the base model
+
+
+def fleet_config(assets: Path, port: int) -> dict:
+    from adapters.demo import BASE_NAME
+
+    return {
+        "model": {"source": str(assets / "base"), "served_name": BASE_NAME},
+        "engine": {"max_loras": 2, "max_cpu_loras": 4, "max_lora_rank": 16, "max_model_len": 512, "kv_cache_gib": 1},
+        "deployment": {"num_replicas": NUM_REPLICAS, "replica_cpus": 0.5, "health_check_period_s": 2,
+                       "max_ongoing_requests": MAX_ONGOING, "max_queued_requests": MAX_QUEUED},
+        "adapters": {"uri": str(assets / "adapters")},
+        "server": {"host": "127.0.0.1", "port": port, "metrics_port": _free_port()},
+    }
+
+
+def bodies(models: list[str], seed: int):
+    rng = random.Random(seed)
+    return lambda: probe.completion_body(rng.choice(models), stream=False, max_tokens=32, rng=rng)
+
+
+async def run(server: Server, args) -> dict:
+    from adapters.demo import BASE_NAME
+
+    models = [*ADAPTERS, BASE_NAME]
+    await probe.measure_capacity(server.base_url, bodies(models, 0), concurrency=8, duration_s=10, timeout_s=60)  # warm-up
+    capacity, capacity_summary = await probe.measure_capacity(
+        server.base_url, bodies(models, 1), concurrency=args.capacity_concurrency, duration_s=30, timeout_s=120)
+    idle_rss = probe.rss_bytes(probe.fleet_processes(server.process.pid))
+    rate = args.factor * capacity
+    print(f"capacity {capacity:.1f} req/s ({capacity_summary}); offering {rate:.1f} req/s for {args.duration:g} s", flush=True)
+    outcomes, rss = await probe.overload(server.base_url, server.process.pid, bodies(models, 2), rate_per_s=rate,
+                                         duration_s=args.duration, timeout_s=120)
+    status, first_after_s = probe.recovery_probe(server.base_url, BASE_NAME)
+    _, after = await probe.measure_capacity(server.base_url, bodies(models, 3), concurrency=4, duration_s=10, timeout_s=60)
+    summary = probe.summarize(outcomes)
+    return {
+        "capacity_req_per_s": round(capacity, 2),
+        "capacity_run": capacity_summary,
+        "offered_req_per_s": round(rate, 2),
+        "overload": summary,
+        "admitted_share": round(summary["kinds"].get("ok", 0) / max(1, summary["requests"]), 3),
+        "rss_idle_mib": round(idle_rss / 2**20),
+        "rss_max_mib": round(max(b for _, b in rss) / 2**20),
+        "rss_samples_mib": [(t, round(b / 2**20)) for t, b in rss],
+        "recovery_first_request": {"status": status, "seconds": round(first_after_s, 3)},
+        "recovery_closed_loop_4": after,
+        "outcomes": probe.as_dicts(outcomes),
+    }
+
+
+def table(result: dict) -> str:
+    o = result["overload"]
+    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(o["statuses"].items()))
+    cap = result["capacity_run"]
+    return "\n".join([
+        "| capacity (closed loop) | offered | requests | statuses | shed with Retry-After | admitted p50 / p99 / max | p99 at capacity | fleet RSS idle → max | first request after | hangs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {result['capacity_req_per_s']} req/s | {result['offered_req_per_s']} req/s | {o['requests']} | {statuses} | "
+        f"{o['shed_with_retry_after']} of {o['shed']} | {o['ok_p50_ms']} / {o['ok_p99_ms']} / {o['ok_max_ms']} ms | {cap['ok_p99_ms']} ms | "
+        f"{result['rss_idle_mib']} → {result['rss_max_mib']} MiB | {result['recovery_first_request']['status']} in "
+        f"{result['recovery_first_request']['seconds']} s | {o['kinds'].get('timeout', 0)} |",
+        "",
+        f"`python bench/overload.py` — {result['date']}, commit {result['commit']}, {result['params']}",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=60)
+    parser.add_argument("--factor", type=float, default=2.0)
+    parser.add_argument("--capacity-concurrency", type=int, default=NUM_REPLICAS * MAX_ONGOING)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "overload.json")
+    args = parser.parse_args()
+    if args.duration > 60:
+        parser.error("the overload phase is bounded to 60 s")
+
+    from adapters.demo import build_demo_assets
+
+    assets = build_demo_assets(BENCH_ASSETS / "demo")
+    log_dir = BENCH_ASSETS / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    server = Server(fleet_config(assets, _free_port()), log_dir / "overload.log")
+    try:
+        server.wait_ready()
+        measured = asyncio.run(run(server, args))
+    finally:
+        server.stop()
+    result = {
+        "name": "overload",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git_commit(),
+        "machine": machine_info(),
+        "params": (f"{NUM_REPLICAS} replicas, max_ongoing_requests {MAX_ONGOING}, max_queued_requests {MAX_QUEUED} "
+                   f"(ingress admits {NUM_REPLICAS * MAX_ONGOING + MAX_QUEUED}), 32-token non-streamed completions, "
+                   f"{args.factor:g}x capacity for {args.duration:g} s (Poisson)"),
+        **measured,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    update_readme(REPO / "bench" / "README.md", "overload", table(result))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("outcomes", "rss_samples_mib")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

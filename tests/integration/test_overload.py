@@ -1,0 +1,74 @@
+"""Overload: offered twice what a small fleet can serve, for 15 s, the server sheds
+the excess at once with 503 + Retry-After (OpenAI-shaped) instead of queueing without
+bound, no request hangs or gets another 5xx, and a normal request succeeds right after.
+
+Runs its own one-replica fleet with tight limits (max_ongoing_requests 4,
+max_queued_requests 4: the ingress admits 8 at once), so overload is reached in
+seconds without disturbing the shared session fleet. The full measurement (2x for
+60 s, memory, p99) is bench/overload.py.
+"""
+
+import asyncio
+import random
+
+import pytest
+
+from deployments import probe
+from deployments.bench import Server, _free_port
+
+ADAPTERS = ["poet", "haiku", "translator"]
+
+
+@pytest.fixture(scope="module")
+def small_fleet(demo_assets, tmp_path_factory):
+    from adapters.demo import BASE_NAME
+
+    config = {
+        "model": {"source": str(demo_assets / "base"), "served_name": BASE_NAME},
+        "engine": {"max_loras": 2, "max_cpu_loras": 4, "max_lora_rank": 16, "max_model_len": 512, "kv_cache_gib": 1},
+        "deployment": {"num_replicas": 1, "replica_cpus": 0.5, "max_ongoing_requests": 4, "max_queued_requests": 4},
+        "adapters": {"uri": str(demo_assets / "adapters")},
+        "server": {"host": "127.0.0.1", "port": _free_port(), "metrics_port": _free_port()},
+        "placement": {"enabled": False},
+    }
+    server = Server(config, tmp_path_factory.mktemp("overload") / "serve.log")
+    try:
+        server.wait_ready(timeout_s=420)
+        yield server
+    finally:
+        server.stop()
+
+
+def _bodies(seed):
+    rng = random.Random(seed)
+    return lambda: probe.completion_body(rng.choice(ADAPTERS), stream=rng.random() < 0.3, max_tokens=32, rng=rng)
+
+
+def test_twice_capacity_is_shed_with_retry_after_and_service_recovers(small_fleet):
+    # Warm up first (first requests load adapters and warm the engine: measured with
+    # them, "capacity" came out ~20x too low and 2x of it never overloaded anything).
+    asyncio.run(probe.measure_capacity(small_fleet.base_url, _bodies(0), concurrency=4, duration_s=4, timeout_s=60))
+    capacity, _ = asyncio.run(
+        probe.measure_capacity(small_fleet.base_url, _bodies(2), concurrency=4, duration_s=8, timeout_s=60)
+    )
+    assert capacity > 0
+    outcomes, rss = asyncio.run(
+        probe.overload(small_fleet.base_url, small_fleet.process.pid, _bodies(1), rate_per_s=2 * capacity, duration_s=15, timeout_s=60)
+    )
+    summary = probe.summarize(outcomes)
+
+    assert not [o for o in outcomes if o.kind in (probe.TIMEOUT, probe.TRUNCATED, probe.TRANSPORT)], summary  # nothing hangs
+    assert {o.status for o in outcomes} <= {200, 429, 503}, summary  # no other 5xx
+    shed = [o for o in outcomes if o.status in (429, 503)]
+    assert shed, f"2x capacity was never shed: {summary}"
+    assert all(o.retry_after for o in shed), summary
+    # The ingress and the engine handle shed in the OpenAI shape; the HTTP proxy's own
+    # last-resort queue bound (Ray's plain-text 503) may shed a few when even the
+    # ingress is saturated.
+    shaped = [o for o in shed if o.openai_shaped]
+    assert all(o.error_code == "overloaded" for o in shaped), summary
+    assert len(shaped) >= len(shed) / 2, summary
+    assert summary["kinds"].get(probe.OK, 0) > 0, summary  # admitted requests are still served
+
+    status, _ = probe.recovery_probe(small_fleet.base_url, "poet", timeout_s=30)
+    assert status == 200

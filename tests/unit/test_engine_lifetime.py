@@ -1,0 +1,78 @@
+"""An EngineCore-named child process exits when its parent is SIGKILLed (the orphan
+fix), and other processes are left alone. Real processes, no vLLM: the parent-death
+signal is the kernel's, so a stand-in parent proves it."""
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from deployments import engine_lifetime
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+
+# A parent that spawns a child named like vLLM's engine process; the child arms the
+# signal as the vLLM plugin would, reports its pid, and then just sleeps.
+PARENT = textwrap.dedent(
+    """
+    import multiprocessing, sys, time
+
+    def child():
+        from deployments.engine_lifetime import arm_engine_core
+        arm_engine_core()
+        time.sleep(600)
+
+    if __name__ == "__main__":
+        ctx = multiprocessing.get_context("spawn")
+        p = ctx.Process(target=child, name=sys.argv[1])
+        p.start()
+        print(p.pid, flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def _spawn_family(tmp_path, child_name):
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    parent = subprocess.Popen([sys.executable, str(script), child_name], stdout=subprocess.PIPE, text=True, env=env)
+    child = psutil.Process(int(parent.stdout.readline()))
+    time.sleep(1.5)  # let the child import and arm (it reports its pid at start)
+    return parent, child
+
+
+def _gone(process, timeout_s):
+    try:
+        process.wait(timeout=timeout_s)
+        return True
+    except psutil.TimeoutExpired:
+        return False
+
+
+def test_engine_core_child_exits_when_its_parent_is_killed(tmp_path):
+    parent, child = _spawn_family(tmp_path, "EngineCore")
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    assert _gone(child, 15), "the EngineCore stand-in outlived its killed parent"
+
+
+def test_other_children_are_not_armed(tmp_path):
+    parent, child = _spawn_family(tmp_path, "SomeWorker")
+    try:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        assert not _gone(child, 2)
+    finally:
+        child.kill()
+
+
+def test_only_an_engine_core_process_counts_as_one():
+    assert not engine_lifetime.is_engine_core_process()  # the test runner is no spawned EngineCore
+    assert multiprocessing.current_process().name == "MainProcess"
