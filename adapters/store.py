@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from adapters.errors import AdapterInvalid, AdapterNotFound
+from adapters.ownership import read_ownership
 from adapters.validation import (
     ADAPTER_NAME_PATTERN,
     PROJECTION_MODULES,
@@ -29,11 +31,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StoreEntry:
-    """One folder of the store: either a servable spec or the reason it is refused."""
+    """One folder of the store: either a servable spec or the reason it is refused.
+    `owner` and `visibility` are known even for a refused adapter, so it stays hidden
+    from tenants who may not see it (adapters.ownership)."""
 
     name: str
     spec: AdapterSpec | None
     error: str | None
+    owner: str | None = None
+    visibility: str = "public"
 
 
 def _folder_signature(folder: Path) -> tuple:
@@ -77,16 +83,20 @@ class LocalAdapterStore:
             cached = self._cache.get(name)
         if cached and cached[0] == signature:
             return cached[1]
+        ownership, problem = read_ownership(folder)
         try:
+            if problem:
+                raise AdapterInvalid(problem)
             spec = validate_adapter(
                 folder,
                 base=self.base,
                 max_lora_rank=self.max_lora_rank,
                 allowed_target_modules=self.allowed_target_modules,
             )
-            entry = StoreEntry(name, replace(spec, fingerprint=_fingerprint(folder)), None)
+            spec = replace(spec, fingerprint=_fingerprint(folder), owner=ownership.owner, visibility=ownership.visibility)
+            entry = StoreEntry(name, spec, None, ownership.owner, ownership.visibility)
         except AdapterInvalid as err:
-            entry = StoreEntry(name, None, err.message)
+            entry = StoreEntry(name, None, err.message, ownership.owner, ownership.visibility)
             logger.warning("adapter %r refused: %s", name, err.message)
         with self._lock:
             self._cache[name] = (signature, entry)
@@ -105,8 +115,9 @@ class LocalAdapterStore:
     def list_valid(self) -> list[AdapterSpec]:
         return [e.spec for e in self.entries() if e.spec is not None]
 
-    def resolve(self, name: str) -> AdapterSpec:
-        """The spec for `name`, or AdapterNotFound / AdapterInvalid."""
+    def resolve(self, name: str, visible: Callable[[StoreEntry], bool] | None = None) -> AdapterSpec:
+        """The spec for `name`, or AdapterNotFound / AdapterInvalid. An adapter that
+        `visible` rejects is AdapterNotFound, word for word as a missing one."""
         try:
             check_adapter_name(name)
         except AdapterInvalid:
@@ -114,6 +125,8 @@ class LocalAdapterStore:
         if not (self.root / name).is_dir():
             raise AdapterNotFound(f"The model `{name}` does not exist.", param="model")
         entry = self._entry(name)
+        if visible is not None and not visible(entry):
+            raise AdapterNotFound(f"The model `{name}` does not exist.", param="model")
         if entry.spec is None:
             raise AdapterInvalid(f"The adapter `{name}` is not servable: {entry.error}", param="model")
         return entry.spec

@@ -57,6 +57,9 @@ class AdapterSpec:
     target_modules: tuple[str, ...]
     base_model: str
     fingerprint: str = field(default="", compare=False)
+    version: str | None = None
+    owner: str | None = None
+    visibility: str = "public"
 
 
 def check_adapter_name(name: str) -> str:
