@@ -59,6 +59,16 @@ async def _http_exception(request: Request, exc: StarletteHTTPException) -> Resp
     return Response(body, status_code=exc.status_code, media_type="application/json")
 
 
+def _query_time(query, name: str) -> float | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise InvalidRequest(f"`{name}` must be a unix time in seconds, got {raw!r}.", param=name) from None
+
+
 class _TooLarge(Exception):
     def __init__(self, limit: int):
         self.limit = limit
@@ -346,12 +356,3 @@ class Ingress:
         body = "".join(c for c in chunks if not isinstance(c, FinalUsage))
         return Response(body, status_code=head.status, media_type="application/json", headers=headers)
 
-
-def _query_time(query, name: str) -> float | None:
-    raw = query.get(name)
-    if raw is None:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise InvalidRequest(f"`{name}` must be a unix time in seconds, got {raw!r}.", param=name) from None
