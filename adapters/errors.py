@@ -74,3 +74,21 @@ class AdapterExists(LorafleetError):
 
 class PayloadTooLarge(LorafleetError):
     """An upload (or what it unpacks to) exceeds a configured limit (413)."""
+
+
+class Unauthenticated(LorafleetError):
+    """No API key, or one that matches no key on file (401)."""
+
+
+class PermissionDenied(LorafleetError):
+    """A valid key whose role may not do this (403)."""
+
+
+class RateLimited(LorafleetError):
+    """A per-key limit is exhausted; the same request may pass after `retry_after_s` (429).
+    `kind` is the exhausted budget, `requests` or `tokens` (OpenAI's error `type` for 429s)."""
+
+    def __init__(self, message: str, *, retry_after_s: int, kind: str = "requests"):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.kind = kind

@@ -17,7 +17,8 @@ an S3-compatible bucket, `adapters.backend`):
   against the manifest; a mismatch is refused and the adapter is never served.
 
 The legacy flat layout (`root/<name>/adapter_config.json`, no manifest; the demo and
-the tests use it) is still served as version 1, owner None, public.
+the tests use it) is still served as version 1: public with no owner, unless a
+`lorafleet-manifest.json` in the folder says otherwise (`adapters.ownership`).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ import shutil
 import tempfile
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from adapters.backend import StoreBackend
 from adapters.errors import AdapterExists, AdapterInvalid, AdapterLoadError, AdapterNotFound
 from adapters.manifest import Manifest, check_version, check_visibility, hash_folder, split_model_id
+from adapters.ownership import read_ownership
 from adapters.store_local import LocalBackend
 from adapters.validation import (
     PICKLE_SUFFIXES,
@@ -53,13 +56,17 @@ _PUBLISH_ATTEMPTS = 20
 
 @dataclass(frozen=True)
 class StoreEntry:
-    """One adapter version: either a servable spec or the reason it is refused."""
+    """One adapter version: either a servable spec or the reason it is refused.
+    `owner` and `visibility` are known even for a refused version, so it stays hidden
+    from tenants who may not see it (deployments.access)."""
 
     name: str
     spec: AdapterSpec | None
     error: str | None
     version: str = LEGACY_VERSION
     manifest: Manifest | None = None
+    owner: str | None = None
+    visibility: str = "public"
 
     @property
     def id(self) -> str:
@@ -128,14 +135,18 @@ class AdapterStore:
 
     def _flat_entry(self, name: str, folder: Path) -> StoreEntry:
         def build() -> StoreEntry:
+            ownership, problem = read_ownership(folder)
+            owned = {"owner": ownership.owner, "visibility": ownership.visibility}
             try:
+                if problem:
+                    raise AdapterInvalid(problem)
                 spec = validate_adapter(
                     folder, base=self.base, max_lora_rank=self.max_lora_rank, allowed_target_modules=self.allowed_target_modules
                 )
-                spec = replace(spec, fingerprint=_fingerprint(folder), version=LEGACY_VERSION)
-                return StoreEntry(name, spec, None)
+                spec = replace(spec, fingerprint=_fingerprint(folder), version=LEGACY_VERSION, **owned)
+                return StoreEntry(name, spec, None, **owned)
             except AdapterInvalid as err:
-                return StoreEntry(name, None, err.message)
+                return StoreEntry(name, None, err.message, **owned)
 
         return self._cached((name, ""), _folder_signature(folder), build)
 
@@ -144,14 +155,15 @@ class AdapterStore:
             try:
                 manifest = Manifest.from_json(self.backend.read_manifest(name, version))
             except FileNotFoundError:
-                return StoreEntry(name, None, "deleted", version)
-            except AdapterInvalid as err:
-                return StoreEntry(name, None, err.message, version)
+                return StoreEntry(name, None, "deleted", version, visibility="private")
+            except AdapterInvalid as err:  # unreadable manifest: owner unknown, so admins only
+                return StoreEntry(name, None, err.message, version, visibility="private")
+            owned = {"owner": manifest.owner, "visibility": manifest.visibility}
             try:
                 spec = self._spec_from_manifest(manifest)
             except AdapterInvalid as err:
-                return StoreEntry(name, None, err.message, version, manifest)
-            return StoreEntry(name, spec, None, version, manifest)
+                return StoreEntry(name, None, err.message, version, manifest, **owned)
+            return StoreEntry(name, spec, None, version, manifest, **owned)
 
         return self._cached((name, version), signature, build)
 
@@ -211,9 +223,12 @@ class AdapterStore:
             raise _not_found(model)
         return versions[-1]
 
-    def resolve(self, model: str) -> AdapterSpec:
-        """The spec for `model`, or AdapterNotFound / AdapterInvalid."""
+    def resolve(self, model: str, visible: Callable[[StoreEntry], bool] | None = None) -> AdapterSpec:
+        """The spec for `model`, or AdapterNotFound / AdapterInvalid. A version that
+        `visible` rejects is AdapterNotFound, word for word as a missing one."""
         entry = self.entry(model)
+        if visible is not None and not visible(entry):
+            raise _not_found(model)
         if entry.spec is None:
             raise AdapterInvalid(f"The adapter `{model}` is not servable: {entry.error}", param="model")
         return entry.spec

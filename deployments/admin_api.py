@@ -12,8 +12,13 @@ The store (local directory or S3) is the single source of truth: nothing here ke
 state, so any number of ingress replicas agree, and engines pick a new version up on
 its first request. An upload is unpacked into a private temp folder and validated with
 the same rules as serving before anything is written to the store, so a bad upload
-(400/413) leaves the store exactly as it was. Authentication is not decided here: the
-API-key layer gates these routes.
+(400/413) leaves the store exactly as it was.
+
+Who may do what (the ingress authenticates, `deployments.access` holds the rules):
+every route sees only the adapters the caller may use (others are 404, as if
+missing); uploading a new version of an existing adapter, and deleting, need an
+admin or the owning tenant; a tenant's upload is owned by that tenant (it may not
+name another owner); an admin may set any owner, or none (the operator's).
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from adapters.archive import ArchiveLimits, extract_adapter_archive
-from adapters.errors import AdapterInvalid, InvalidRequest, LorafleetError, PayloadTooLarge
+from adapters.errors import AdapterInvalid, InvalidRequest, LorafleetError, PayloadTooLarge, PermissionDenied
 from adapters.manifest import hash_folder
 from adapters.store import AdapterStore, StoreEntry
 from adapters.validation import ADAPTER_NAME_PATTERN, PICKLE_SUFFIXES
+from deployments.access import can_use, not_found, require_admin_or_owner
+from deployments.auth import Principal
 from deployments.config import AdapterStoreConfig
 from deployments.errors import to_http_error
 
@@ -71,7 +78,7 @@ class AdminAPI:
 
     # ------------------------------------------------------------------ routes
 
-    async def create(self, request: Request) -> Response:
+    async def create(self, request: Request, principal: Principal) -> Response:
         staging = Path(tempfile.mkdtemp(prefix="lorafleet-upload-"))
         try:
             content_type = request.headers.get("content-type", "")
@@ -88,10 +95,11 @@ class AdminAPI:
                     "send multipart/form-data (file=<adapter tar.gz>, name=...) or JSON {\"name\", \"uri\"}", param=None
                 )
             name = _check_name(fields.get("name"))
+            owner = await asyncio.to_thread(self._owner_for_upload, principal, name, _optional_str(fields.get("owner"), "owner"))
             manifest = await asyncio.to_thread(
                 self.store.publish, folder, name,
                 version=_optional_str(fields.get("version"), "version"),
-                owner=_optional_str(fields.get("owner"), "owner"),
+                owner=owner,
                 visibility=_optional_str(fields.get("visibility"), "visibility") or "public",
                 source=source,
             )
@@ -101,14 +109,14 @@ class AdminAPI:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    async def list(self) -> Response:
+    async def list(self, principal: Principal) -> Response:
         entries = await asyncio.to_thread(lambda: [(name, self.store.versions(name)) for name in self.store.names()])
-        data = [self._summary(name, versions) for name, versions in entries if versions]
+        data = [self._summary(name, versions) for name, versions in entries if versions and can_use(principal, versions[-1])]
         return JSONResponse({"object": "list", "data": data})
 
-    async def show(self, model: str) -> Response:
+    async def show(self, model: str, principal: Principal) -> Response:
         try:
-            entry = await asyncio.to_thread(self.store.entry, model)
+            entry = await asyncio.to_thread(self._visible_entry, model, principal)
             versions = await asyncio.to_thread(self.store.versions, entry.name)
         except LorafleetError as err:
             return _error(err)
@@ -117,16 +125,18 @@ class AdminAPI:
         body["latest"] = versions[-1].version if versions else None
         return JSONResponse(body)
 
-    async def delete(self, model: str) -> Response:
+    async def delete(self, model: str, principal: Principal) -> Response:
         try:
+            entry = await asyncio.to_thread(self._visible_entry, model, principal)
+            require_admin_or_owner(principal, entry.owner, f"DELETE /v1/adapters/{model}")
             deleted = await asyncio.to_thread(self.store.delete, model)
         except LorafleetError as err:
             return _error(err)
         return JSONResponse({"deleted": deleted})
 
-    async def archive(self, model: str) -> Response:
+    async def archive(self, model: str, principal: Principal) -> Response:
         try:
-            spec = await asyncio.to_thread(self.store.resolve, model)
+            spec = await asyncio.to_thread(self.store.resolve, model, lambda entry: can_use(principal, entry))
             data = await asyncio.to_thread(self._pack, spec)
         except LorafleetError as err:
             return _error(err)
@@ -134,6 +144,25 @@ class AdminAPI:
         return Response(data, media_type="application/gzip", headers={"content-disposition": f'attachment; filename="{filename}"'})
 
     # ----------------------------------------------------------------- helpers
+
+    def _visible_entry(self, model: str, principal: Principal) -> StoreEntry:
+        entry = self.store.entry(model)
+        if not can_use(principal, entry):
+            raise not_found(model)
+        return entry
+
+    def _owner_for_upload(self, principal: Principal, name: str, requested: str | None) -> str | None:
+        """The new version's owner: a tenant's own tenant (naming another is refused), an
+        admin's choice. A new version of an existing adapter needs its owner or an admin."""
+        if not principal.is_admin and requested not in (None, principal.tenant):
+            raise PermissionDenied(f"A tenant key uploads adapters owned by its own tenant ({principal.tenant!r}), not {requested!r}.")
+        owner = requested if principal.is_admin else principal.tenant
+        if principal.is_admin and principal.tenant == "anonymous":
+            owner = requested  # auth off (the local demo): no tenant to own it
+        versions = self.store.versions(name)
+        if versions:
+            require_admin_or_owner(principal, versions[-1].owner, f"publishing a new version of `{name}`")
+        return owner
 
     async def _read_upload(self, request: Request, staging: Path) -> tuple[dict, Path]:
         """Read the multipart body under the compressed-size limit, then unpack its archive."""
@@ -266,7 +295,7 @@ class AdminAPI:
             spec = entry.spec
             folder = self.store.backend.flat_folder(entry.name)
             body = {
-                "id": entry.id, "name": entry.name, "version": entry.version, "owner": None, "visibility": "public",
+                "id": entry.id, "name": entry.name, "version": entry.version, "owner": entry.owner, "visibility": entry.visibility,
                 "source": "legacy", "files": hash_folder(folder) if folder else {},
                 "base_model": spec.base_model if spec else None, "rank": spec.rank if spec else None,
                 "alpha": spec.alpha if spec else None, "target_modules": list(spec.target_modules) if spec else None,
@@ -288,8 +317,8 @@ class AdminAPI:
             "versions": [e.version for e in versions],
             "servable": spec is not None,
             "error": latest.error,
-            "owner": m.owner if m else None,
-            "visibility": m.visibility if m else "public",
+            "owner": latest.owner,
+            "visibility": latest.visibility,
             "rank": spec.rank if spec else (m.rank if m else None),
             "base_model": spec.base_model if spec else (m.base_model if m else None),
             "created": m.created if m else None,

@@ -5,6 +5,7 @@
     lorafleet check-config --config PATH
     lorafleet adapters list|push|pull|show|rm --url URL   (deployments/adapters_cli.py)
     lorafleet train CONFIG.yaml | merge A B --out NAME --base BASE | demo-examples --url URL   (factory/cli.py)
+    lorafleet keys create --tenant T --role tenant|admin [--id NAME]
 """
 
 from __future__ import annotations
@@ -150,7 +151,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _first_adapter(base_url: str) -> str | None:
     import httpx
 
-    models = httpx.get(f"{base_url}/v1/models", timeout=10).json()["data"]
+    response = httpx.get(f"{base_url}/v1/models", timeout=10)
+    if response.status_code != 200:  # 401 with auth on: the banner names the base model
+        return None
+    models = response.json()["data"]
     adapters = [m["id"] for m in models if m.get("parent")]
     return adapters[0] if adapters else None
 
@@ -200,6 +204,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from deployments.auth import key_entry_yaml, new_key
+
+    key = new_key()
+    try:
+        entry = key_entry_yaml(key, args.tenant, args.role, args.id)
+    except ValueError as err:  # pydantic: a tenant or id that breaks the naming rules
+        print(f"lorafleet: {err}", file=sys.stderr)
+        return 2
+    print(f"API key (shown once, store it now): {key}\n")
+    print("Add this entry to the keys file (server.auth.keys_file); it holds only the key's sha256:\n")
+    print(entry, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lorafleet", description="Serve many LoRA adapters of one base model on Ray Serve + vLLM.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     from deployments.adapters_cli import add_parser as add_adapters_parser
 
     add_adapters_parser(sub)
+
+    keys_p = sub.add_parser("keys", help="API keys: `keys create` makes a key and its keys-file entry")
+    keys_sub = keys_p.add_subparsers(dest="keys_command", required=True)
+    create_p = keys_sub.add_parser("create", help="print a new random API key once, and the hashed entry for the keys file")
+    create_p.add_argument("--tenant", required=True, help="tenant the key acts for (owner of its adapters)")
+    create_p.add_argument("--role", choices=("tenant", "admin"), default="tenant")
+    create_p.add_argument("--id", help="name of the key in the usage ledger (default: derived from its hash)")
+    create_p.set_defaults(func=cmd_keys_create)
 
     check_p = sub.add_parser("check-config", help="validate a config file and print it resolved")
     check_p.add_argument("--config", required=True)

@@ -147,6 +147,60 @@ class AdapterStoreConfig(_Strict):
     )
 
 
+class AuthConfig(_Strict):
+    enabled: bool = Field(
+        default=False,
+        description="Require an API key (`Authorization: Bearer <key>`) on every API route but /health. "
+        "Off for the local demo; the Helm chart turns it on.",
+    )
+    keys_file: str | None = Field(
+        default=None,
+        description="YAML/JSON file listing the API keys as sha256 hashes with tenant, role and limits "
+        "(`lorafleet keys create` prints an entry); a mounted Kubernetes Secret works. Re-read when it changes. "
+        "Required when enabled; relative paths resolve against the config file.",
+    )
+
+    @model_validator(mode="after")
+    def _check_file(self) -> "AuthConfig":
+        if self.enabled and not self.keys_file:
+            raise ValueError("server.auth.keys_file is required when server.auth.enabled is true")
+        return self
+
+
+class LimitsConfig(_Strict):
+    max_tokens: PositiveInt | None = Field(
+        default=None,
+        description="Largest max_tokens / max_completion_tokens a request may ask for (400 above it); requests "
+        "without one are capped at it. None: only the model's context length bounds it.",
+    )
+    max_n: PositiveInt = Field(default=8, description="Largest `n` (choices per prompt) a request may ask for (400 above it).")
+    max_prompt_tokens: PositiveInt | None = Field(
+        default=None,
+        description="Longest prompt in tokens, counted with the base model's tokenizer at the ingress (400 above it). "
+        "None: only the model's context length bounds it.",
+    )
+    requests_per_second: PositiveFloat | None = Field(
+        default=None,
+        description="Default per-key request rate (token bucket, bursts of up to max(1, rate) requests); 429 with "
+        "Retry-After above it. A key's own `limits` in the keys file override it. None: unlimited.",
+    )
+    tokens_per_minute: PositiveInt | None = Field(
+        default=None,
+        description="Default per-key token budget per minute: prompt + max_tokens is reserved when a request is "
+        "admitted and corrected with the real usage when it ends; 429 with Retry-After when exhausted. None: unlimited.",
+    )
+
+
+class UsageConfig(_Strict):
+    enabled: bool = Field(default=True, description="Record every completed request's token usage per key and adapter in the usage ledger.")
+    ledger_path: str | None = Field(
+        default=None,
+        description="SQLite file of the usage ledger. None: `.lorafleet/usage.sqlite` inside the adapter store "
+        "(on the store's volume, so it survives restarts). All ingress replicas must reach the same local file.",
+    )
+    flush_period_s: PositiveFloat = Field(default=0.5, description="How often recorded usage is written to the ledger file (and on shutdown).")
+
+
 class ServerConfig(_Strict):
     host: str = Field(default="127.0.0.1", description="Address the HTTP proxy binds (0.0.0.0 only inside Kubernetes).")
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the OpenAI-compatible API.")
@@ -158,6 +212,9 @@ class ServerConfig(_Strict):
         "(Ray's own endpoint: lorafleet's, Ray's and Ray Serve's metrics). Used only when `serve` starts a "
         "local cluster; nodes started by `ray start` (KubeRay) use their --metrics-export-port (8080).",
     )
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys, tenants and roles.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Per-request bounds and per-key rate limits.")
+    usage: UsageConfig = Field(default_factory=UsageConfig, description="The usage ledger (requests and tokens per key and adapter).")
 
 
 def _model_of(dataclass_type: type, name: str) -> type[BaseModel]:
@@ -250,10 +307,19 @@ class LorafleetConfig(_Strict):
                 return str(candidate)
             return value
 
+        def local_file(value: str) -> str:
+            return value if Path(value).is_absolute() else str((base_dir / value).resolve())
+
+        server = self.server
+        if server.auth.keys_file:
+            server = server.model_copy(update={"auth": server.auth.model_copy(update={"keys_file": local_file(server.auth.keys_file)})})
+        if server.usage.ledger_path:
+            server = server.model_copy(update={"usage": server.usage.model_copy(update={"ledger_path": local_file(server.usage.ledger_path)})})
         return self.model_copy(
             update={
                 "model": self.model.model_copy(update={"source": resolve(self.model.source)}),
                 "adapters": self.adapters.model_copy(update={"uri": resolve(self.adapters.uri)}),
+                "server": server,
             }
         )
 

@@ -21,6 +21,9 @@ from adapters.errors import (
     LorafleetError,
     Overloaded,
     PayloadTooLarge,
+    PermissionDenied,
+    RateLimited,
+    Unauthenticated,
 )
 from deployments.protocol import error_body
 
@@ -46,6 +49,14 @@ def to_http_error(err: LorafleetError) -> HttpError:
         status, err_type, code = 413, "invalid_request_error", "request_too_large"
     elif isinstance(err, InvalidRequest):
         status, err_type, code = 400, "invalid_request_error", "invalid_value"
+    elif isinstance(err, Unauthenticated):
+        status, err_type, code = 401, "invalid_request_error", "invalid_api_key"
+        headers["WWW-Authenticate"] = "Bearer"
+    elif isinstance(err, PermissionDenied):
+        status, err_type, code = 403, "invalid_request_error", "permission_denied"
+    elif isinstance(err, RateLimited):
+        status, err_type, code = 429, err.kind, "rate_limit_exceeded"
+        headers["Retry-After"] = str(err.retry_after_s)
     elif isinstance(err, Overloaded):
         status, err_type, code = 503, "server_error", "overloaded"
         headers["Retry-After"] = str(err.retry_after_s)

@@ -4,14 +4,21 @@ Thin on purpose: parse and check the request, map `model` to the base or an adap
 from the store, hand it to an engine replica with `multiplexed_model_id=<adapter>`
 (so routers can see which adapter a request needs), and relay the replica's stream.
 All errors leave here in the OpenAI shape, mapped once by `deployments.errors`.
+
+Tenancy (see README "Security"): every route but /health needs an API key when
+`server.auth.enabled`; a tenant lists and uses only its own and public adapters;
+per-key limits are checked before the engine is called; every completed request's
+usage, as the engine reports it at the end of the stream, goes to the usage ledger.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 import weakref
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,17 +27,23 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapters.errors import EngineDead, LorafleetError, Overloaded
+from adapters.errors import EngineDead, InvalidRequest, LorafleetError, Overloaded, RateLimited
 from adapters.validation import AdapterSpec
+from deployments.access import can_use, require_admin
 from deployments.adapter_store import open_adapter_store
 from deployments.admin_api import AdminAPI
 from deployments import metrics
 from deployments.admission import AdmissionGate, Ticket, ingress_admission_limit
+from deployments.auth import KeyLimits, KeysFileWatcher, Principal, anonymous, bearer_token
 from deployments.config import LorafleetConfig
 from deployments.errors import HttpError, classify_engine_failure, to_http_error
+from deployments.ledger import UsageLedger
 from deployments.openapi import CHAT_REQUEST, COMPLETION_REQUEST, route_docs
-from deployments.protocol import Endpoint, ResponseHead, error_body
+from deployments.protocol import Endpoint, FinalUsage, ResponseHead, error_body
+from deployments.ratelimit import KeyRateLimiter, Reservation
 from deployments.request_checks import check_request, parse_json_object, requested_model
+from deployments.request_limits import PromptCounter, check_limits
+from deployments.usage_report import usage_report
 
 logger = logging.getLogger(__name__)
 
@@ -62,19 +75,61 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> Re
     return Response(body, status_code=400, media_type="application/json")
 
 
+def _query_time(query, name: str) -> float | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise InvalidRequest(f"`{name}` must be a unix time in seconds, got {raw!r}.", param=name) from None
+
+
 class _TooLarge(Exception):
     def __init__(self, limit: int):
         self.limit = limit
 
 
-async def _relay_sse(stream, observed: metrics.RequestObservation, on_close=None):
+class _Accounting:
+    """One admitted request's bookkeeping: when it ends, settle its token reservation
+    with the engine's usage and record that usage in the ledger (and metrics)."""
+
+    def __init__(self, ingress: "Ingress", principal: Principal, adapter: AdapterSpec | None, reservation: Reservation | None):
+        self.ingress = ingress
+        self.principal = principal
+        self.adapter = adapter
+        self.reservation = reservation
+
+    def finish(self, usage: FinalUsage | None, *, ended: bool = True) -> None:
+        """`usage` None: the request failed (nothing to bill, the reservation is given
+        back) or, with `ended` False, its client went away mid-stream (kept)."""
+        if usage is None:
+            if ended:
+                self.ingress.limiter.settle(self.reservation, 0)
+            return
+        self.ingress.limiter.settle(self.reservation, usage.prompt_tokens + usage.completion_tokens)
+        name = self.adapter.name if self.adapter else None
+        if self.ingress.ledger is not None:
+            self.ingress.ledger.record(
+                self.principal.key_id, self.principal.tenant, name or self.ingress.base_name,
+                usage.prompt_tokens, usage.completion_tokens,
+            )
+        metrics.record_ledger_usage(self.principal.tenant, name, usage.prompt_tokens, usage.completion_tokens)
+
+
+async def _relay_sse(stream, observed: metrics.RequestObservation, accounting: _Accounting, on_close=None):
     """Relay SSE chunks; a failure mid-stream ends with an OpenAI error event, not a hang.
     A client that goes away cancels the replica's generation instead of leaving it
-    to burn engine time for nobody. `observed` times the first chunk and the end;
-    `on_close` runs once the stream is over, however it ended."""
+    to burn engine time for nobody. `observed` times the first chunk and the end; the
+    engine's closing FinalUsage goes to `accounting`, never to the client; `on_close`
+    runs once the stream is over, however it ended."""
     finished = False
+    usage = None
     try:
         async for chunk in stream:
+            if isinstance(chunk, FinalUsage):
+                usage = chunk
+                continue
             if observed.ttft_s is None:
                 observed.first_chunk()
             yield chunk
@@ -88,6 +143,7 @@ async def _relay_sse(stream, observed: metrics.RequestObservation, on_close=None
     finally:
         if not finished:
             stream.cancel()
+        accounting.finish(usage, ended=finished)
         observed.finish(None if finished else CLIENT_CLOSED)
         if on_close is not None:
             on_close()
@@ -117,52 +173,143 @@ class Ingress:
         for entry in self.store.entries():
             if entry.error:
                 logger.warning("adapter %s will not be served: %s", entry.name, entry.error)
+        server = self.config.server
+        self.default_limits = KeyLimits(
+            requests_per_second=server.limits.requests_per_second, tokens_per_minute=server.limits.tokens_per_minute
+        )
+        self.keys = KeysFileWatcher(server.auth.keys_file, self.default_limits) if server.auth.enabled else None
+        self.limiter = KeyRateLimiter(shares=self.config.deployment.ingress_replicas)
+        self.ledger = None
+        if server.usage.enabled:
+            self.ledger = UsageLedger(self._ledger_path(), flush_period_s=server.usage.flush_period_s)
+        # The tokenizer loads in the background (transformers import: seconds), at start
+        # when prompt counts may be needed (a prompt limit, token budgets), else on first
+        # need; only requests that need a prompt count wait for it.
+        self._counter: concurrent.futures.Future | None = None
+        if server.auth.enabled or server.limits.max_prompt_tokens or server.limits.tokens_per_minute:
+            self._prompt_counter()
+
+    def _ledger_path(self) -> str:
+        """server.usage.ledger_path, else next to a local store (on its volume, so it
+        survives restarts); an S3 store has no local volume: the node-local adapter
+        cache is used, which a restart on another node does not keep (logged)."""
+        if self.config.server.usage.ledger_path:
+            return self.config.server.usage.ledger_path
+        root = getattr(self.store, "root", None)
+        if root is not None:
+            return str(Path(root) / ".lorafleet" / "usage.sqlite")
+        logger.warning("usage ledger kept in the node-local cache %s: set server.usage.ledger_path to a durable volume",
+                       self.store.cache_dir)
+        return str(Path(self.store.cache_dir) / "usage.sqlite")
+
+    def _prompt_counter(self) -> concurrent.futures.Future:
+        if self._counter is None:
+            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tokenizer")
+            self._counter = pool.submit(PromptCounter.load, self.config.model.source)
+            pool.shutdown(wait=False)
+        return self._counter
+
+    def __del__(self):
+        ledger = getattr(self, "ledger", None)
+        if ledger is not None:
+            ledger.close()  # writes what is still pending: a clean restart loses no usage
+
+    def _principal(self, request: Request) -> Principal:
+        if self.keys is None:
+            return anonymous(self.default_limits)
+        return self.keys.authenticate(bearer_token(request.headers.get("authorization")))
+
+    def _visible(self, principal: Principal):
+        return lambda entry: can_use(principal, entry)
 
     @app.get("/health")
     async def health(self) -> dict:
         return {"status": "ok"}
 
     @app.get("/fleet/replicas")
-    async def fleet_replicas(self) -> dict:
-        """Every live engine replica's latest stats (residency per tier, queue, loads)."""
-        return {"replicas": await self.controller.snapshot.remote()}
+    async def fleet_replicas(self, request: Request) -> Response:
+        """Every live engine replica's latest stats (residency per tier, queue, loads). Admins
+        only when auth is on: it names every tenant's resident adapters."""
+        try:
+            require_admin(self._principal(request), "GET /fleet/replicas")
+        except LorafleetError as err:
+            return _error_response(to_http_error(err))
+        return JSONResponse({"replicas": await self.controller.snapshot.remote()})
 
     @app.get("/fleet/placement")
-    async def fleet_placement(self) -> dict:
+    async def fleet_placement(self, request: Request) -> Response:
         """The placement controller's current desired placement (replica -> adapters per tier)."""
-        return await self.controller.placement.remote()
+        try:
+            require_admin(self._principal(request), "GET /fleet/placement")
+        except LorafleetError as err:
+            return _error_response(to_http_error(err))
+        return JSONResponse(await self.controller.placement.remote())
 
-    # The adapter registry (deployments/admin_api.py holds the logic).
+    # The adapter registry (deployments/admin_api.py holds the logic and the ownership rules).
     @app.post("/v1/adapters")
     async def create_adapter(self, request: Request) -> Response:
-        return await self.admin.create(request)
+        return await self._admin(request, lambda principal: self.admin.create(request, principal))
 
     @app.get("/v1/adapters")
-    async def list_adapters(self) -> Response:
-        return await self.admin.list()
+    async def list_adapters(self, request: Request) -> Response:
+        return await self._admin(request, self.admin.list)
 
     @app.get("/v1/adapters/{model}/archive")
-    async def adapter_archive(self, model: str) -> Response:
-        return await self.admin.archive(model)
+    async def adapter_archive(self, model: str, request: Request) -> Response:
+        return await self._admin(request, lambda principal: self.admin.archive(model, principal))
 
     @app.get("/v1/adapters/{model}")
-    async def show_adapter(self, model: str) -> Response:
-        return await self.admin.show(model)
+    async def show_adapter(self, model: str, request: Request) -> Response:
+        return await self._admin(request, lambda principal: self.admin.show(model, principal))
 
     @app.delete("/v1/adapters/{model}")
-    async def delete_adapter(self, model: str) -> Response:
-        return await self.admin.delete(model)
+    async def delete_adapter(self, model: str, request: Request) -> Response:
+        return await self._admin(request, lambda principal: self.admin.delete(model, principal))
+
+    async def _admin(self, request: Request, call) -> Response:
+        try:
+            principal = self._principal(request)
+        except LorafleetError as err:
+            return _error_response(to_http_error(err))
+        return await call(principal)
 
     @app.get("/v1/models")
-    async def list_models(self) -> dict:
+    async def list_models(self, request: Request) -> Response:
+        try:
+            principal = self._principal(request)
+        except LorafleetError as err:
+            return _error_response(to_http_error(err))
         cards = [self._card(self.base_name, root=self.config.model.source, parent=None)]
-        cards += [self._card(spec.name, root=spec.name, parent=self.base_name) for spec in self.store.list_valid()]
-        return {"object": "list", "data": cards}
+        cards += [
+            self._card(spec.name, root=spec.name, parent=self.base_name)
+            for spec in self.store.list_valid()
+            if can_use(principal, spec)
+        ]
+        return JSONResponse({"object": "list", "data": cards})
+
+    @app.get("/v1/usage")
+    async def usage(self, request: Request) -> Response:
+        """The usage ledger: admins all rows (filters key, tenant, adapter, start, end);
+        a tenant its own rows and, per adapter it owns, other tenants' use in aggregate."""
+        try:
+            principal = self._principal(request)
+            if self.ledger is None:
+                raise InvalidRequest("The usage ledger is off on this server (server.usage.enabled).")
+            q = request.query_params
+            window = {k: _query_time(q, k) for k in ("start", "end")}
+            owned = [e.name for e in self.store.entries() if e.owner is not None and e.owner == principal.tenant]
+            report = await asyncio.to_thread(
+                usage_report, principal, self.ledger, owned,
+                key_id=q.get("key"), tenant=q.get("tenant"), adapter=q.get("adapter"), **window,
+            )
+        except LorafleetError as err:
+            return _error_response(to_http_error(err))
+        return JSONResponse(report)
 
     @app.get("/v1/models/{model:path}")
-    async def get_model(self, model: str) -> Response:
+    async def get_model(self, model: str, request: Request) -> Response:
         try:
-            adapter = self._resolve(model)
+            adapter = self._resolve(model, self._principal(request))
         except LorafleetError as err:
             return _error_response(to_http_error(err))
         if adapter is None:
@@ -180,11 +327,11 @@ class Ingress:
     def _card(self, model_id: str, *, root: str, parent: str | None) -> dict:
         return {"id": model_id, "object": "model", "created": self.created, "owned_by": "lorafleet", "root": root, "parent": parent}
 
-    def _resolve(self, model: str) -> AdapterSpec | None:
-        """None means the base model."""
+    def _resolve(self, model: str, principal: Principal) -> AdapterSpec | None:
+        """None means the base model. Adapters the principal may not use do not exist for it."""
         if model == self.base_name:
             return None
-        return self.store.resolve(model)
+        return self.store.resolve(model, self._visible(principal))
 
     async def _read_body(self, request: Request) -> dict:
         limit = self.config.server.max_request_bytes
@@ -222,17 +369,48 @@ class Ingress:
     async def _respond(
         self, request: Request, endpoint: Endpoint, observed: metrics.RequestObservation, ticket: Ticket
     ) -> Response:
+        principal = None
         try:
+            principal = self._principal(request)
+            self.limiter.admit(principal)  # before reading the body: a flood is refused cheaply
             body = await self._read_body(request)
-            adapter = self._resolve(requested_model(body))
+            adapter = self._resolve(requested_model(body), principal)
             observed.resolved(adapter.served_id if adapter else None)
             check_request(body, endpoint, max_model_len=self.config.engine.max_model_len)
-            return await self._call_engine(endpoint, body, adapter, observed, ticket)
+            body, reservation = await self._admit(body, endpoint, principal)
+            accounting = _Accounting(self, principal, adapter, reservation)
+            try:
+                return await self._call_engine(endpoint, body, adapter, observed, ticket, accounting)
+            except BaseException:
+                accounting.finish(None)
+                raise
+        except RateLimited as err:
+            metrics.record_rate_limited(principal.tenant, err.kind)
+            return _error_response(to_http_error(err))
         except _TooLarge as err:
             message = f"The request body is larger than the limit of {err.limit} bytes."
             return Response(error_body(message, err_type="invalid_request_error", code="request_too_large"), 413, media_type="application/json")
         except LorafleetError as err:
             return _error_response(to_http_error(err))
+
+    async def _admit(self, body: dict, endpoint: Endpoint, principal: Principal) -> tuple[dict, Reservation | None]:
+        """Apply server.limits (400 naming the limit) and reserve the request's tokens
+        against the key's tokens per minute (429). Returns the body to send."""
+        limits = self.config.server.limits
+        needs_count = limits.max_prompt_tokens is not None or principal.tokens_per_minute is not None
+        counter = None
+        if needs_count:
+            try:
+                counter = await asyncio.wrap_future(self._prompt_counter())
+            except Exception as err:  # noqa: BLE001 - e.g. a hub tokenizer the ingress cannot fetch
+                logger.error("cannot load the tokenizer of %s to count prompt tokens: %s", self.config.model.source, err)
+                raise LorafleetError("The server cannot count prompt tokens (tokenizer unavailable); see its log.") from err
+        admission = await asyncio.to_thread(
+            check_limits, body, endpoint,
+            max_tokens=limits.max_tokens, max_n=limits.max_n, max_prompt_tokens=limits.max_prompt_tokens,
+            max_model_len=self.config.engine.max_model_len, count_prompt=counter,
+        )
+        return admission.body, self.limiter.reserve(principal, admission.max_tokens_reserved)
 
     async def _open(self, endpoint: Endpoint, body: dict, adapter: AdapterSpec | None, avoid: str | None):
         """Send the request to a replica and wait for its ResponseHead."""
@@ -249,7 +427,7 @@ class Ingress:
 
     async def _call_engine(
         self, endpoint: Endpoint, body: dict, adapter: AdapterSpec | None, observed: metrics.RequestObservation,
-        ticket: Ticket,
+        ticket: Ticket, accounting: _Accounting,
     ) -> Response:
         headers = {}
         try:
@@ -263,11 +441,13 @@ class Ingress:
             headers[ATTEMPTS_HEADER] = "2"
         headers[REPLICA_HEADER] = head.replica_id
         if head.streaming:
-            relay = _relay_sse(stream, observed, on_close=ticket.release)
+            relay = _relay_sse(stream, observed, accounting, on_close=ticket.release)
             weakref.finalize(relay, ticket.release)  # a stream dropped before its first chunk never runs `finally`
             return StreamingResponse(relay, media_type="text/event-stream", headers=headers)
         try:
             chunks = [chunk async for chunk in stream]
         except Exception as err:
             raise classify_engine_failure(err) from err
-        return Response("".join(chunks), status_code=head.status, media_type="application/json", headers=headers)
+        accounting.finish(next((c for c in chunks if isinstance(c, FinalUsage)), None))
+        body = "".join(c for c in chunks if not isinstance(c, FinalUsage))
+        return Response(body, status_code=head.status, media_type="application/json", headers=headers)

@@ -177,6 +177,22 @@ PLACEMENT_DRIFT = _gauge(
     "Actions between the desired and the observed placement after the last planning pass, by action and tier.",
     "action", "tier")
 
+# ingress: the usage ledger and per-key limits (tenant = the key's tenant, bounded by the keys file)
+USAGE_REQUESTS = _counter(
+    "lorafleet_usage_requests_total",
+    "Completed requests as recorded in the usage ledger, by tenant and adapter label.", "tenant", "adapter")
+USAGE_PROMPT_TOKENS = _counter(
+    "lorafleet_usage_prompt_tokens_total",
+    "Prompt tokens as recorded in the usage ledger (the engine's final usage), by tenant and adapter label.",
+    "tenant", "adapter")
+USAGE_COMPLETION_TOKENS = _counter(
+    "lorafleet_usage_completion_tokens_total",
+    "Generated tokens as recorded in the usage ledger (the engine's final usage), by tenant and adapter label.",
+    "tenant", "adapter")
+RATE_LIMITED = _counter(
+    "lorafleet_rate_limited_requests_total",
+    "Requests refused with 429 by a per-key limit, by tenant and limit (requests or tokens).", "tenant", "limit")
+
 # Every definition above, in definition order (for docs, dashboards checks and tests).
 ALL_METRICS: tuple[MetricSpec, ...] = tuple(v for v in dict(globals()).values() if isinstance(v, MetricSpec))
 
@@ -306,6 +322,20 @@ def record_request(endpoint: str, adapter_label: str, status: int, duration_s: f
         metric(REQUEST_DURATION).observe(duration_s, tags)
         if ttft_s is not None:
             metric(TIME_TO_FIRST_TOKEN).observe(ttft_s, tags)
+
+
+def record_ledger_usage(tenant: str, adapter: str | None, prompt_tokens: int, completion_tokens: int) -> None:
+    """A request the usage ledger recorded (`adapter` None = the base model)."""
+    tags = {"tenant": tenant, "adapter": _labels.label(adapter)}
+    metric(USAGE_REQUESTS).inc(1, tags)
+    if prompt_tokens:
+        metric(USAGE_PROMPT_TOKENS).inc(prompt_tokens, tags)
+    if completion_tokens:
+        metric(USAGE_COMPLETION_TOKENS).inc(completion_tokens, tags)
+
+
+def record_rate_limited(tenant: str, limit: str) -> None:
+    metric(RATE_LIMITED).inc(1, {"tenant": tenant, "limit": limit})
 
 
 # ---- engine replica --------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """What an engine replica streams back to the ingress.
 
 Every call is a stream: first one `ResponseHead` (status, who served it, whether the
-body is Server-Sent Events), then the body as strings. Errors travel the same way
+body is Server-Sent Events), then the body as strings, and last, for a completed
+request, one `FinalUsage` (the engine's token counts, which the ingress keeps for the
+usage ledger and rate limits and never forwards). Errors travel the same way
 (a head with a 4xx/5xx status and an OpenAI error body), so the ingress never has to
 guess what an exception from a remote actor meant.
 """
@@ -23,6 +25,15 @@ class ResponseHead:
     status: int
     replica_id: str
     streaming: bool
+
+
+@dataclass(frozen=True)
+class FinalUsage:
+    """The engine's usage of a completed request: the same numbers as the response's
+    `usage` (summed over all choices), also for streams that did not ask for it."""
+
+    prompt_tokens: int
+    completion_tokens: int
 
 
 def error_body(message: str, *, err_type: str, code: str | int | None, param: str | None = None) -> str:

@@ -23,7 +23,7 @@ from cluster.residency import ResidencyTracker
 from cluster.stats import ReplicaStats
 from deployments import metrics
 from deployments.config import LorafleetConfig
-from deployments.protocol import Endpoint, ResponseHead, error_body
+from deployments.protocol import Endpoint, FinalUsage, ResponseHead, error_body
 from deployments.vllm_patches import EMULATED_READ_ENV
 from deployments.request_checks import PARAM_NAMES
 
@@ -294,6 +294,8 @@ class VLLMEngine:
             async for chunk in result:
                 yield chunk
             metrics.record_usage(self.replica_id, adapter.served_id if adapter else None, usage)
+            if (final := _final_usage(usage)) is not None:
+                yield final
             return
         error = getattr(result, "error", None)
         if error is not None:
@@ -305,6 +307,16 @@ class VLLMEngine:
         metrics.record_usage(self.replica_id, adapter.served_id if adapter else None, usage)
         yield ResponseHead(200, self.replica_id, False)
         yield result.model_dump_json()
+        if (final := _final_usage(usage)) is not None:
+            yield final
+
+
+def _final_usage(probe) -> FinalUsage | None:
+    """The usage vLLM left on the probe (see metrics.usage_probe), if the request completed."""
+    usage = getattr(getattr(probe.state, "request_metadata", None), "final_usage_info", None)
+    if usage is None:
+        return None
+    return FinalUsage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
 
 
 def _openai_code(status: int) -> str:

@@ -255,12 +255,17 @@ def test_api_key_secret_is_mounted_read_only_on_workers_when_named(render):
     mount = _mounts(_container(group["template"]))["/etc/lorafleet/auth"]
     assert mount["readOnly"] is True
     assert _volumes(group["template"])[mount["name"]]["secret"]["secretName"] == "lorafleet-api-keys"
-    assert "does not check API keys yet" in rendered.notes
+    assert "every request needs `Authorization: Bearer <key>`" in rendered.notes
+    (app,) = rendered.serve_config["applications"]
+    assert app["args"]["server"]["auth"] == {"enabled": True, "keys_file": "/etc/lorafleet/auth/keys.yaml"}
 
 
 def test_auth_is_on_by_default_and_notes_warn_while_no_secret_is_named(render):
     rendered = render()
     assert rendered.notes.count("WARNING: auth.enabled is true but auth.existingSecret is empty") == 1
+    assert "fails closed" in rendered.notes
+    (app,) = rendered.serve_config["applications"]
+    assert app["args"]["server"]["auth"]["enabled"] is True  # lorafleet enforces keys: no silent open endpoint
     (group,) = rendered.worker_groups
     assert "/etc/lorafleet/auth" not in _mounts(_container(group["template"]))
 
@@ -270,6 +275,14 @@ def test_disabled_auth_mounts_nothing_even_with_a_secret_named(render):
     (group,) = rendered.worker_groups
     assert "api-keys" not in _volumes(group["template"])
     assert "WARNING: auth.enabled is false" in rendered.notes
+    (app,) = rendered.serve_config["applications"]
+    assert app["args"]["server"]["auth"] == {"enabled": False}
+
+
+def test_keys_file_path_follows_mount_path_and_key(render):
+    rendered = render({"auth": {"existingSecret": "keys", "mountPath": "/secrets/", "keysFileKey": "tenants.json"}})
+    (app,) = rendered.serve_config["applications"]
+    assert app["args"]["server"]["auth"]["keys_file"] == "/secrets/tenants.json"
 
 
 # --- cluster-level switches -------------------------------------------------------------------------

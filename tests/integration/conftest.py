@@ -80,26 +80,28 @@ class Fleet:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-@pytest.fixture(scope="session")
-def fleet(demo_assets, tmp_path_factory) -> Fleet:
+def fleet_config(demo_assets: Path, adapters: Path, *, num_replicas: int = NUM_REPLICAS, server: dict | None = None) -> dict:
+    """The test fleets' config: the demo base model, `adapters` as the store, fresh ports."""
     from adapters.demo import BASE_NAME
 
-    work = TEST_ASSETS / "fleet"
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(demo_assets / "adapters", work / "adapters")
-    _make_invalid_adapters(work / "adapters")
     port = _free_port()
     metrics_port = _free_port()
     while metrics_port == port:
         metrics_port = _free_port()
-    config = {
+    return {
         "model": {"source": str(demo_assets / "base"), "served_name": BASE_NAME},
         "engine": {"max_loras": 2, "max_cpu_loras": 4, "max_lora_rank": 16, "max_model_len": 512, "kv_cache_gib": 1},
-        "deployment": {"num_replicas": NUM_REPLICAS, "replica_cpus": 0.5, "health_check_period_s": 2},
-        "adapters": {"uri": str(work / "adapters"), "cache_dir": str(work / "adapter-cache")},
-        "server": {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port},
+        "deployment": {"num_replicas": num_replicas, "replica_cpus": 0.5, "health_check_period_s": 2},
+        "adapters": {"uri": str(adapters), "cache_dir": str(adapters.parent / "adapter-cache")},
+        "server": {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port, **(server or {})},
         "placement": {"settings": {"period_s": 2}},
     }
+
+
+def start_fleet(work: Path, config: dict) -> Fleet:
+    """`lorafleet serve` with `config` (written to work/config.yaml), once it is serving."""
+    from adapters.demo import BASE_NAME
+
     config_path = work / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     log_path = work / "serve.log"
@@ -109,21 +111,38 @@ def fleet(demo_assets, tmp_path_factory) -> Fleet:
         [sys.executable, "-m", "deployments.cli", "serve", "--config", str(config_path)],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True,
     )
-    fleet = Fleet(f"http://127.0.0.1:{port}", config_path, work, process, log_path, BASE_NAME, metrics_port)
+    log.close()  # the child holds its own copy
+    server = config["server"]
+    fleet = Fleet(f"http://127.0.0.1:{server['port']}", config_path, work, process, log_path, BASE_NAME, server["metrics_port"])
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while "is serving" not in log_path.read_text(errors="replace"):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"lorafleet serve did not become ready:\n{fleet.log_tail()}")
         time.sleep(2)
-    yield fleet
+    return fleet
+
+
+def stop_fleet(fleet: Fleet) -> None:
+    """SIGTERM, as Kubernetes or Ctrl-C would: the clean shutdown path."""
+    process = fleet.process
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=90)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-    log.close()
+
+
+@pytest.fixture(scope="session")
+def fleet(demo_assets, tmp_path_factory) -> Fleet:
+    work = TEST_ASSETS / "fleet"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(demo_assets / "adapters", work / "adapters")
+    _make_invalid_adapters(work / "adapters")
+    fleet = start_fleet(work, fleet_config(demo_assets, work / "adapters"))
+    yield fleet
+    stop_fleet(fleet)
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,13 @@ import shutil
 import tarfile
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from adapters.archive import pack_folder
 from adapters.store import LocalAdapterStore
 from deployments.admin_api import AdminAPI
+from deployments.auth import Principal, anonymous
 from deployments.config import AdapterStoreConfig
 
 MB = 1024 * 1024
@@ -34,11 +35,33 @@ def api(store):
     settings = AdapterStoreConfig(uri=str(store.root), max_upload_bytes=2 * MB, max_unpacked_bytes=4 * MB, max_files=8)
     admin = AdminAPI(store, settings)
     app = FastAPI()
-    app.post("/v1/adapters")(admin.create)
-    app.get("/v1/adapters")(admin.list)
-    app.get("/v1/adapters/{model}/archive")(admin.archive)
-    app.get("/v1/adapters/{model}")(admin.show)
-    app.delete("/v1/adapters/{model}")(admin.delete)
+
+    def caller(request: Request) -> Principal:
+        """Who calls: a `x-test-tenant` header makes a tenant key of that tenant; without
+        it the caller is the auth-off admin (the ingress authenticates in production)."""
+        tenant = request.headers.get("x-test-tenant")
+        return Principal(f"k-{tenant}", tenant, "tenant") if tenant else anonymous()
+
+    @app.post("/v1/adapters")
+    async def create(request: Request):
+        return await admin.create(request, caller(request))
+
+    @app.get("/v1/adapters")
+    async def listing(request: Request):
+        return await admin.list(caller(request))
+
+    @app.get("/v1/adapters/{model}/archive")
+    async def archive(model: str, request: Request):
+        return await admin.archive(model, caller(request))
+
+    @app.get("/v1/adapters/{model}")
+    async def show(model: str, request: Request):
+        return await admin.show(model, caller(request))
+
+    @app.delete("/v1/adapters/{model}")
+    async def delete(model: str, request: Request):
+        return await admin.delete(model, caller(request))
+
     return TestClient(app)
 
 
@@ -51,8 +74,10 @@ def _snapshot(store):
     return sorted(str(p.relative_to(store.root)) for p in store.root.rglob("*") if ".staging" not in p.parts)
 
 
-def _upload(api, archive: bytes, name="custom", **fields):
-    return api.post("/v1/adapters", data={"name": name, **fields}, files={"file": ("a.tar.gz", archive, "application/gzip")})
+def _upload(api, archive: bytes, name="custom", tenant=None, **fields):
+    headers = {"x-test-tenant": tenant} if tenant else {}
+    return api.post("/v1/adapters", data={"name": name, **fields}, headers=headers,
+                    files={"file": ("a.tar.gz", archive, "application/gzip")})
 
 
 def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
@@ -229,3 +254,40 @@ def test_delete_then_404(api, haiku):
     response = api.get("/v1/adapters/custom")
     assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
     assert api.delete("/v1/adapters/custom").status_code == 404
+
+
+# ---- ownership: who may publish, see and delete -----------------------------------------
+
+
+def test_a_tenants_upload_is_owned_by_it_and_private_ones_are_invisible_to_others(api, haiku):
+    created = _upload(api, pack_folder(haiku), name="acme-private", tenant="acme", visibility="private")
+    assert created.status_code == 201, created.text
+    assert created.json()["owner"] == "acme"
+    for path in ("/v1/adapters/acme-private", "/v1/adapters/acme-private/archive"):
+        assert api.get(path, headers={"x-test-tenant": "acme"}).status_code == 200
+        hidden = api.get(path, headers={"x-test-tenant": "beta"})
+        missing = api.get(path.replace("acme-private", "nobody-here"), headers={"x-test-tenant": "beta"})
+        assert hidden.status_code == missing.status_code == 404
+        assert hidden.json()["error"]["message"].replace("acme-private", "X") == missing.json()["error"]["message"].replace("nobody-here", "X")
+    beta_sees = {a["id"] for a in api.get("/v1/adapters", headers={"x-test-tenant": "beta"}).json()["data"]}
+    assert "acme-private" not in beta_sees and "poet" in beta_sees
+    assert "acme-private" in {a["id"] for a in api.get("/v1/adapters").json()["data"]}  # admin sees all
+
+
+def test_a_tenant_may_not_upload_for_another_owner_or_over_anothers_adapter(api, haiku, store):
+    refused = _upload(api, pack_folder(haiku), name="mine", tenant="beta", owner="acme")
+    assert refused.status_code == 403 and "own tenant" in refused.json()["error"]["message"]
+    assert _upload(api, pack_folder(haiku), name="shared", tenant="acme").status_code == 201
+    before = _snapshot(store)
+    takeover = _upload(api, pack_folder(haiku), name="shared", tenant="beta")
+    assert takeover.status_code == 403
+    assert _snapshot(store) == before
+    assert _upload(api, pack_folder(haiku), name="shared", tenant="acme").json()["version"] == "2"
+
+
+def test_only_the_owner_or_an_admin_deletes(api, haiku):
+    assert _upload(api, pack_folder(haiku), name="acme-public", tenant="acme").status_code == 201
+    assert api.delete("/v1/adapters/acme-public", headers={"x-test-tenant": "beta"}).status_code == 403
+    assert api.delete("/v1/adapters/poet", headers={"x-test-tenant": "acme"}).status_code == 403  # the operator's
+    assert api.delete("/v1/adapters/acme-public", headers={"x-test-tenant": "acme"}).status_code == 200
+    assert api.get("/v1/adapters/acme-public").status_code == 404

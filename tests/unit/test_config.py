@@ -81,3 +81,24 @@ def test_overrides_are_validated_too():
     assert config.with_overrides(port=18000).server.port == 18000
     with pytest.raises(Exception):
         config.with_overrides(port=0)
+
+
+def test_auth_needs_a_keys_file_and_its_path_resolves_against_the_config(tmp_path):
+    with pytest.raises(ConfigError, match="keys_file is required"):
+        parse_config({**MINIMAL, "server": {"auth": {"enabled": True}}})
+    (tmp_path / "c.yaml").write_text(
+        "model: {source: /m, served_name: b}\nadapters: {uri: /a}\n"
+        "server: {auth: {enabled: true, keys_file: keys.yaml}, usage: {ledger_path: data/usage.sqlite}}\n"
+    )
+    config = load_config(tmp_path / "c.yaml")
+    assert config.server.auth.keys_file == str(tmp_path / "keys.yaml")
+    assert config.server.usage.ledger_path == str(tmp_path / "data" / "usage.sqlite")
+
+
+def test_the_demo_runs_without_auth_and_limits_default_open():
+    config = load_config(REPO / "configs" / "default.yaml")
+    assert config.server.auth.enabled is False
+    limits = config.server.limits
+    assert (limits.max_tokens, limits.max_prompt_tokens, limits.requests_per_second, limits.tokens_per_minute) == (None,) * 4
+    with pytest.raises(ConfigError, match="server.limits.max_n"):
+        parse_config({**MINIMAL, "server": {"limits": {"max_n": 0}}})

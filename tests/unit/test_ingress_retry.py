@@ -61,7 +61,8 @@ def _ingress(engine):
 def _call(fake):
     ticket = fake.admission.try_enter()
     observed = SimpleNamespace(first_chunk=lambda: None, finish=lambda status=None: None, ttft_s=None, status=None)
-    return asyncio.run(IngressClass._call_engine(fake, Endpoint.COMPLETIONS, {"model": "m"}, None, observed, ticket))
+    accounting = SimpleNamespace(finish=lambda usage, ended=True: None)
+    return asyncio.run(IngressClass._call_engine(fake, Endpoint.COMPLETIONS, {"model": "m"}, None, observed, ticket, accounting))
 
 
 def _died(replica):

@@ -86,3 +86,15 @@ def test_remote_failures_are_classified_by_type():
     assert to_http_error(classify_engine_failure(RuntimeError("boom"))).status == 500
     typed = AdapterNotFound("gone", param="model")
     assert classify_engine_failure(typed) is typed
+
+
+def test_auth_and_limit_errors_map_to_openai_statuses_and_codes():
+    from adapters.errors import PermissionDenied, RateLimited, Unauthenticated
+
+    unauth = to_http_error(Unauthenticated("Incorrect API key provided."))
+    assert (unauth.status, json.loads(unauth.body)["error"]["code"], unauth.headers) == (
+        401, "invalid_api_key", {"WWW-Authenticate": "Bearer"})
+    assert to_http_error(PermissionDenied("no")).status == 403
+    limited = to_http_error(RateLimited("slow down", retry_after_s=7, kind="tokens"))
+    error = json.loads(limited.body)["error"]
+    assert (limited.status, limited.headers["Retry-After"], error["code"], error["type"]) == (429, "7", "rate_limit_exceeded", "tokens")

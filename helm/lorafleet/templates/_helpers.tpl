@@ -128,7 +128,13 @@ serveConfigV2: the Ray Serve config KubeRay applies. applications[0].args is the
 reads, validated by deployments.config in build_app.
 */}}
 {{- define "lorafleet.serveConfig" -}}
-{{- $lf := .Values.lorafleet }}
+{{- $lf := deepCopy .Values.lorafleet }}
+{{- /* API auth follows the top-level `auth` values: the keys file is the Secret's key mounted at auth.mountPath. */}}
+{{- $auth := dict "enabled" .Values.auth.enabled }}
+{{- if .Values.auth.enabled }}
+{{- $_ := set $auth "keys_file" (printf "%s/%s" (trimSuffix "/" .Values.auth.mountPath) .Values.auth.keysFileKey) }}
+{{- end }}
+{{- $_ := set $lf.server "auth" $auth }}
 {{- $as := .Values.autoscaling.engineReplicas -}}
 http_options:
   host: {{ $lf.server.host | quote }}

@@ -1,0 +1,129 @@
+"""The usage ledger: exact aggregation, durability across reopen, and who sees what."""
+
+import sqlite3
+
+import pytest
+
+from adapters.errors import PermissionDenied
+from deployments.auth import Principal
+from deployments.ledger import UsageLedger
+from deployments.usage_report import usage_report
+
+T0 = 1_800_000_000.0  # a minute boundary (divisible by 60)
+
+
+class Clock:
+    def __init__(self):
+        self.now = T0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+def _ledger(path, clock):
+    return UsageLedger(path, clock=clock, background=False)
+
+
+def test_records_sum_exactly_per_key_tenant_and_adapter(tmp_path, clock):
+    ledger = _ledger(tmp_path / "u.sqlite", clock)
+    for i in range(100):
+        ledger.record("k1", "acme", "poet", 10 + i, 2 * i)
+    ledger.record("k1", "acme", "base", 3, 4)
+    ledger.record("k2", "beta", "poet", 5, 6)
+    rows = {(r.key_id, r.adapter): r for r in ledger.rows()}
+    assert rows["k1", "poet"].requests == 100
+    assert rows["k1", "poet"].prompt_tokens == sum(10 + i for i in range(100))
+    assert rows["k1", "poet"].completion_tokens == sum(2 * i for i in range(100))
+    assert rows["k1", "base"].to_dict()["total_tokens"] == 7
+    assert [r.tenant for r in ledger.rows(tenant="beta")] == ["beta"]
+    assert {r.key_id for r in ledger.rows(adapter="poet")} == {"k1", "k2"}
+    assert ledger.rows(key_id="nobody") == []
+
+
+def test_usage_survives_close_and_reopen_and_adds_up(tmp_path, clock):
+    path = tmp_path / "store" / ".lorafleet" / "usage.sqlite"  # parent folders are created
+    ledger = _ledger(path, clock)
+    ledger.record("k1", "acme", "poet", 7, 9)
+    ledger.close()  # not flushed before: close writes it
+    again = _ledger(path, clock)
+    again.record("k1", "acme", "poet", 1, 1)
+    [row] = again.rows()
+    assert (row.requests, row.prompt_tokens, row.completion_tokens) == (2, 8, 10)
+    again.close()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_background_writer_flushes_without_a_query(tmp_path, clock):
+    ledger = UsageLedger(tmp_path / "u.sqlite", clock=clock, flush_period_s=0.05)
+    ledger.record("k1", "acme", "poet", 1, 2)
+    import time
+
+    deadline = time.monotonic() + 10
+    count = 0
+    while time.monotonic() < deadline and not count:
+        count = sqlite3.connect(tmp_path / "u.sqlite").execute("SELECT COUNT(*) FROM usage").fetchone()[0]
+        time.sleep(0.02)
+    ledger.close()
+    assert count == 1
+
+
+def test_time_filters_are_to_the_minute(tmp_path, clock):
+    ledger = _ledger(tmp_path / "u.sqlite", clock)
+    ledger.record("k1", "acme", "poet", 1, 0)
+    clock.now = T0 + 60 + 30
+    ledger.record("k1", "acme", "poet", 10, 0)
+    clock.now = T0 + 180
+    ledger.record("k1", "acme", "poet", 100, 0)
+
+    def prompt(**window):
+        return sum(r.prompt_tokens for r in ledger.rows(**window))
+
+    assert prompt() == 111
+    assert prompt(start=T0 + 60) == 110
+    assert prompt(start=T0 + 61) == 110  # the minute holding `start` counts
+    assert prompt(end=T0 + 60) == 1
+    assert prompt(start=T0 + 60, end=T0 + 180) == 10
+
+
+def _seed(ledger):
+    ledger.record("acme-1", "acme", "acme-private", 10, 1)
+    ledger.record("acme-2", "acme", "poet", 20, 2)
+    ledger.record("beta-1", "beta", "acme-public", 30, 3)
+    ledger.record("beta-1", "beta", "acme-public", 40, 4)
+    ledger.record("gamma-1", "gamma", "acme-public", 50, 5)
+    ledger.record("gamma-1", "gamma", "poet", 60, 6)
+
+
+def test_admin_sees_everything_and_filters(tmp_path, clock):
+    ledger = _ledger(tmp_path / "u.sqlite", clock)
+    _seed(ledger)
+    admin = Principal("ops", "ops", "admin")
+    report = usage_report(admin, ledger, [])
+    assert len(report["data"]) == 5 and "owned_adapters_other_tenants" not in report
+    assert sum(r["requests"] for r in report["data"]) == 6
+    assert [r["key_id"] for r in usage_report(admin, ledger, [], tenant="gamma", adapter="poet")["data"]] == ["gamma-1"]
+
+
+def test_tenant_sees_its_own_rows_and_its_adapters_consumers_only_in_aggregate(tmp_path, clock):
+    ledger = _ledger(tmp_path / "u.sqlite", clock)
+    _seed(ledger)
+    acme = Principal("acme-1", "acme", "tenant")
+    report = usage_report(acme, ledger, ["acme-private", "acme-public"])
+    assert {(r["key_id"], r["adapter"]) for r in report["data"]} == {("acme-1", "acme-private"), ("acme-2", "poet")}
+    [others] = report["owned_adapters_other_tenants"]
+    assert others == {"adapter": "acme-public", "requests": 3, "prompt_tokens": 120, "completion_tokens": 12, "total_tokens": 132}
+    text = repr(report)
+    assert "beta" not in text and "gamma" not in text  # who used it stays hidden
+
+    beta = Principal("beta-1", "beta", "tenant")
+    report = usage_report(beta, ledger, [])
+    assert {r["tenant"] for r in report["data"]} == {"beta"}
+    assert report["owned_adapters_other_tenants"] == []
+    with pytest.raises(PermissionDenied):
+        usage_report(beta, ledger, [], tenant="acme")
+    assert usage_report(beta, ledger, [], key_id="acme-1")["data"] == []  # another tenant's key: nothing
