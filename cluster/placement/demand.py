@@ -160,6 +160,8 @@ def _add_increments(
     into: dict[str, float], previous: Mapping[str, int], current: Mapping[str, int]
 ) -> None:
     for adapter, value in current.items():
+        if not adapter:  # base-model requests ("" in replica counters): nothing to place
+            continue
         before = previous.get(adapter, 0)
         delta = value - before if value >= before else value  # lower: counter reset
         if delta > 0:

@@ -133,3 +133,12 @@ def test_time_going_backwards_is_an_error():
 def test_half_life_must_be_positive(half_life):
     with pytest.raises(ValueError):
         DemandEstimator(half_life_s=half_life)
+
+
+def test_base_model_requests_are_not_demand_for_an_adapter():
+    """Replicas count base-model requests under "" (the test fleet found the planner
+    placing "" on a replica); the base needs no placement, so it has no demand."""
+    est = DemandEstimator(half_life_s=30)
+    est.observe([report("r0", {"": 0, "a": 0}, {"": 0, "a": 0})], now=0.0)
+    est.observe([report("r0", {"": 10, "a": 2}, {"": 500, "a": 100})], now=2.0)
+    assert set(est.rates()) == {"a"}
