@@ -73,11 +73,11 @@ class AdapterSpec:
         return f"{self.name}@{self.version}" if self.files else self.name
 
 
-def check_adapter_name(name: str) -> str:
+def check_adapter_name(name: object, param: str = "model") -> str:
     if not isinstance(name, str) or not ADAPTER_NAME_PATTERN.fullmatch(name):
         raise AdapterInvalid(
             f"invalid adapter name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
-            param="model",
+            param=param,
         )
     return name
 

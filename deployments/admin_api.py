@@ -39,7 +39,7 @@ from adapters.archive import ArchiveLimits, extract_adapter_archive
 from adapters.errors import AdapterInvalid, InvalidRequest, LorafleetError, PayloadTooLarge, PermissionDenied
 from adapters.manifest import hash_folder
 from adapters.store import AdapterStore, StoreEntry
-from adapters.validation import ADAPTER_NAME_PATTERN, PICKLE_SUFFIXES
+from adapters.validation import PICKLE_SUFFIXES, check_adapter_name
 from deployments.access import can_use, not_found, require_admin_or_owner
 from deployments.auth import Principal
 from deployments.config import AdapterStoreConfig
@@ -54,12 +54,7 @@ def _error(err: LorafleetError) -> Response:
 
 
 def _check_name(name: object) -> str:
-    if not isinstance(name, str) or not ADAPTER_NAME_PATTERN.fullmatch(name):
-        raise AdapterInvalid(
-            f"invalid adapter name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
-            param="name",
-        )
-    return name
+    return check_adapter_name(name, param="name")
 
 
 def _optional_str(value: object, field: str) -> str | None:

@@ -36,6 +36,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
+from adapters.config_files import field_problems, read_yaml
 from adapters.errors import Unauthenticated
 
 logger = logging.getLogger(__name__)
@@ -128,19 +129,13 @@ def parse_keys(data: object, source: str = "keys file") -> KeysFile:
     try:
         return KeysFile.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(field_problems(err))
         raise KeysFileError(f"{source}: {problems}") from None
 
 
 def read_keys_file(path: str | Path) -> KeysFile:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise KeysFileError(f"keys file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise KeysFileError(f"keys file {path} is not readable YAML/JSON: {err}") from None
-    return parse_keys(data, str(path))
+    return parse_keys(read_yaml(path, KeysFileError, "keys file"), str(path))
 
 
 class KeyRing:

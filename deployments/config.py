@@ -15,7 +15,6 @@ import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from adapters.config_files import field_problems, read_yaml
 from adapters.validation import FORBIDDEN_TARGET_MODULES, PROJECTION_MODULES
 from cluster.placement.settings import PlacementSettings
 from cluster.routing.registry import POLICIES
@@ -337,11 +337,7 @@ class ConfigError(ValueError):
 
 
 def format_validation_error(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(root)"
-        lines.append(f"  {path}: {e['msg']}")
-    return "invalid config:\n" + "\n".join(lines)
+    return "invalid config:\n" + "\n".join(f"  {problem}" for problem in field_problems(err))
 
 
 def parse_config(data: object, base_dir: Path | None = None) -> LorafleetConfig:
@@ -354,10 +350,4 @@ def parse_config(data: object, base_dir: Path | None = None) -> LorafleetConfig:
 
 def load_config(path: str | Path) -> LorafleetConfig:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    return parse_config(data, base_dir=path.resolve().parent)
+    return parse_config(read_yaml(path, ConfigError, "config file"), base_dir=path.resolve().parent)

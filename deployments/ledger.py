@@ -50,8 +50,15 @@ ON CONFLICT (minute, key_id, tenant, adapter) DO UPDATE SET
 """
 
 
+class _Totals:
+    """Shared by the ledger's row types: their JSON form adds `total_tokens`."""
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "total_tokens": self.prompt_tokens + self.completion_tokens}
+
+
 @dataclass(frozen=True)
-class UsageRow:
+class UsageRow(_Totals):
     key_id: str
     tenant: str
     adapter: str
@@ -59,21 +66,15 @@ class UsageRow:
     prompt_tokens: int
     completion_tokens: int
 
-    def to_dict(self) -> dict:
-        return {**asdict(self), "total_tokens": self.prompt_tokens + self.completion_tokens}
-
 
 @dataclass(frozen=True)
-class AdapterTotal:
+class AdapterTotal(_Totals):
     """What keys other than the owner's consumed of one adapter, identities left out."""
 
     adapter: str
     requests: int
     prompt_tokens: int
     completion_tokens: int
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "total_tokens": self.prompt_tokens + self.completion_tokens}
 
 
 class UsageLedger:

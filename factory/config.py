@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, field_validator
 
+from adapters.config_files import field_problems, read_yaml
 from adapters.validation import ADAPTER_NAME_PATTERN, PROJECTION_MODULES
 from factory.errors import TrainConfigError
 
@@ -107,8 +107,7 @@ class TrainConfig(_Strict):
 
 
 def _format(err: ValidationError) -> str:
-    lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors()]
-    return "invalid training config:\n" + "\n".join(lines)
+    return "invalid training config:\n" + "\n".join(f"  {problem}" for problem in field_problems(err))
 
 
 def parse_train_config(data: object, base_dir: Path | None = None) -> TrainConfig:
@@ -121,10 +120,4 @@ def parse_train_config(data: object, base_dir: Path | None = None) -> TrainConfi
 
 def load_train_config(path: str | Path) -> TrainConfig:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise TrainConfigError(f"training config not found: {path}") from None
-    except yaml.YAMLError as err:
-        raise TrainConfigError(f"training config {path} is not valid YAML: {err}") from None
-    return parse_train_config(data, base_dir=path.resolve().parent)
+    return parse_train_config(read_yaml(path, TrainConfigError, "training config"), base_dir=path.resolve().parent)

@@ -12,7 +12,6 @@ what was trained is what is served.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +35,6 @@ class TokenizedExample:
     line: int
     input_ids: tuple[int, ...]
     labels: tuple[int, ...]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _parse_row(row: object, where: str) -> Example:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from factory.dataset import sha256_file
+from adapters.manifest import sha256_file
 
 # Files that define the base model's behaviour: its config and its weights.
 _BASE_FILE_PATTERNS = ("config.json", "*.safetensors")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from adapters.errors import AdapterInvalid
 from adapters.validation import ADAPTER_CONFIG, base_model_info, check_adapter_name, validate_adapter
-from factory.dataset import sha256_file
+from adapters.manifest import sha256_file
 from factory.errors import FactoryError
 from factory.fingerprint import base_model_folder
 

@@ -20,7 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from factory.config import TrainConfig, TrainingSpec
-from factory.dataset import IGNORE_INDEX, TokenizedExample, load_examples, sha256_file, split, tokenize_example
+from adapters.manifest import sha256_file
+from factory.dataset import IGNORE_INDEX, TokenizedExample, load_examples, split, tokenize_example
 from factory.errors import FactoryError
 from factory.fingerprint import base_model_fingerprint, base_model_folder
 

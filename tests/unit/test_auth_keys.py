@@ -113,7 +113,7 @@ def test_keys_file_may_be_json_and_unreadable_files_are_errors(tmp_path):
     with pytest.raises(KeysFileError, match="not found"):
         read_keys_file(tmp_path / "nope.yaml")
     (tmp_path / "bad.yaml").write_text("keys: [unclosed")
-    with pytest.raises(KeysFileError, match="not readable"):
+    with pytest.raises(KeysFileError, match="not valid YAML"):
         read_keys_file(tmp_path / "bad.yaml")
 
 

@@ -74,7 +74,7 @@ def test_demo_adapters_vary_rank_and_targets(demo_assets):
 
 def test_every_demo_adapter_was_trained_by_the_factory_on_its_dataset(demo_assets, base_info):
     from adapters.validation import validate_adapter
-    from factory.dataset import sha256_file
+    from adapters.manifest import sha256_file
     from factory.fingerprint import base_model_fingerprint
 
     fingerprint = base_model_fingerprint(demo_assets / "base")

@@ -9,7 +9,7 @@ import pytest
 
 from adapters.validation import base_model_info, validate_adapter
 from factory.config import parse_train_config
-from factory.dataset import sha256_file
+from adapters.manifest import sha256_file
 from factory.fingerprint import base_model_fingerprint
 from factory.train import MANIFEST, train
 
