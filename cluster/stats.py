@@ -37,6 +37,7 @@ class ReplicaStats:
     per_adapter_tokens: dict[str, int] = field(default_factory=dict)
     adapter_loads: int = 0
     desired: tuple[str, ...] = ()  # what the placement controller last asked this replica to hold
+    unloadable: tuple[str, ...] = ()  # asked for but could not be loaded (deleted, corrupted): do not plan them
     healthy: bool = True
     ts: float = field(default_factory=time.time)
 
@@ -51,7 +52,7 @@ class ReplicaStats:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        for key in ("gpu_resident", "cpu_resident", "loading", "desired"):
+        for key in ("gpu_resident", "cpu_resident", "loading", "desired", "unloadable"):
             data[key] = list(data[key])
         return data
 
@@ -59,7 +60,7 @@ class ReplicaStats:
     def from_dict(cls, data: dict) -> "ReplicaStats":
         known = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in data.items() if k in known}
-        for key in ("gpu_resident", "cpu_resident", "loading", "desired"):
+        for key in ("gpu_resident", "cpu_resident", "loading", "desired", "unloadable"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)

@@ -29,6 +29,8 @@ from deployments.request_checks import PARAM_NAMES
 
 logger = logging.getLogger(__name__)
 
+MAX_UNLOADABLE_REPORTED = 256  # bounds the stats payload after many deletes
+
 
 def vllm_cli_args(config: LorafleetConfig) -> list[str]:
     """The engine's settings as vLLM CLI flags: parsed by vLLM's own parser, so every
@@ -140,6 +142,10 @@ class VLLMEngine:
         self._registered: dict[str, tuple[int, str]] = {}  # served id -> (lora_int_id, fingerprint)
         self.engine = None
         self.desired: tuple[str, ...] = ()
+        # Adapters placement asked for that failed to load (deleted from the store,
+        # corrupted, invalid), most recent last; reported so the planner stops placing
+        # them. One that later loads (a request for a re-published version) leaves it.
+        self._unloadable: dict[str, None] = {}
 
     async def start(self) -> None:
         from starlette.datastructures import State
@@ -184,6 +190,7 @@ class VLLMEngine:
             per_adapter_tokens=dict(self._sink.tokens),
             adapter_loads=self.residency.loads,
             desired=self.desired,
+            unloadable=tuple(self._unloadable),
             healthy=self.engine is not None and not self.engine.errored,
             ts=time.time(),
         )
@@ -233,6 +240,7 @@ class VLLMEngine:
             self._models.lora_requests[key] = request
             self._registered[key] = (lora_id, spec.fingerprint)
             self.residency.loaded(key)
+            self._unloadable.pop(key, None)
             elapsed = time.perf_counter() - started
             metrics.observe_adapter_load(self.replica_id, elapsed)
             logger.info("adapter %s loaded in %.3fs", key, elapsed)
@@ -254,6 +262,10 @@ class VLLMEngine:
                 await self.ensure_adapter(resolve(name))
             except (AdapterNotFound, AdapterInvalid, AdapterLoadError) as err:
                 logger.warning("placement asked for %s, which cannot be loaded: %s", name, err)
+                self._unloadable.pop(name, None)
+                self._unloadable[name] = None
+                while len(self._unloadable) > MAX_UNLOADABLE_REPORTED:
+                    self._unloadable.pop(next(iter(self._unloadable)))
                 continue
             loaded.append(name)
         return loaded

@@ -84,7 +84,11 @@ class PlacementLoop:
     def replan(self, fleet: dict[str, ReplicaStats]) -> DesiredPlacement:
         """Plan against `fleet` with the current estimate; becomes `desired`."""
         started = time.perf_counter()
-        snapshot = PlacementSnapshot(fleet.values(), self.estimator.rates())
+        # An adapter some replica could not load (deleted, corrupted) keeps its demand
+        # estimate until it decays, but placing it would only waste a slot.
+        unloadable = {a for s in fleet.values() for a in s.unloadable}
+        rates = {a: r for a, r in self.estimator.rates().items() if a not in unloadable}
+        snapshot = PlacementSnapshot(fleet.values(), rates)
         self.desired = plan(snapshot, self.settings, self.desired if self.plans else None)
         self.last_plan_s = time.perf_counter() - started
         self.last_actions = diff(self.desired, fleet)

@@ -138,7 +138,7 @@ def stop_fleet(fleet: Fleet) -> None:
 def fleet(demo_assets, tmp_path_factory) -> Fleet:
     work = TEST_ASSETS / "fleet"
     shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(demo_assets / "adapters", work / "adapters")
+    shutil.copytree(demo_assets / "adapters", work / "adapters", ignore=shutil.ignore_patterns(".lorafleet"))
     _make_invalid_adapters(work / "adapters")
     fleet = start_fleet(work, fleet_config(demo_assets, work / "adapters"))
     yield fleet

@@ -23,15 +23,18 @@ ADAPTERS = ["poet", "haiku", "translator"]
 def small_fleet(demo_assets, tmp_path_factory):
     from adapters.demo import BASE_NAME
 
+    work = tmp_path_factory.mktemp("overload")
     config = {
         "model": {"source": str(demo_assets / "base"), "served_name": BASE_NAME},
         "engine": {"max_loras": 2, "max_cpu_loras": 4, "max_lora_rank": 16, "max_model_len": 512, "kv_cache_gib": 1},
         "deployment": {"num_replicas": 1, "replica_cpus": 0.5, "max_ongoing_requests": 4, "max_queued_requests": 4},
-        "adapters": {"uri": str(demo_assets / "adapters")},
-        "server": {"host": "127.0.0.1", "port": _free_port(), "metrics_port": _free_port()},
+        "adapters": {"uri": str(demo_assets / "adapters"), "cache_dir": str(work / "adapter-cache")},
+        # the shared demo store is read-only for tests: usage goes to this fleet's own ledger
+        "server": {"host": "127.0.0.1", "port": _free_port(), "metrics_port": _free_port(),
+                   "usage": {"ledger_path": str(work / "usage.sqlite")}},
         "placement": {"enabled": False},
     }
-    server = Server(config, tmp_path_factory.mktemp("overload") / "serve.log")
+    server = Server(config, work / "serve.log")
     try:
         server.wait_ready(timeout_s=420)
         yield server

@@ -62,7 +62,7 @@ def tenants(demo_assets) -> TenantFleet:
     work = TEST_ASSETS / "tenancy"
     shutil.rmtree(work, ignore_errors=True)
     adapters = work / "adapters"
-    shutil.copytree(demo_assets / "adapters", adapters)
+    shutil.copytree(demo_assets / "adapters", adapters, ignore=shutil.ignore_patterns(".lorafleet"))  # no stale ledger
     shutil.copytree(adapters / "poet", adapters / PRIVATE)
     (adapters / PRIVATE / "lorafleet-manifest.json").write_text(json.dumps({"owner": "acme", "visibility": "private"}))
     (adapters / OWNED_PUBLIC / "manifest.json").write_text(json.dumps({"owner": "acme", "visibility": "public"}))

@@ -68,3 +68,23 @@ def test_force_plan_plans_now():
     loop.report(stats("r0", {}), now=0.0)
     assert loop.tick(0.0, force_plan=True)
     assert loop.plans == 1
+
+
+def test_an_adapter_a_replica_could_not_load_is_no_longer_placed():
+    """A deleted adapter keeps decaying demand for minutes; once a replica reports it
+    unloadable the planner stops giving it a slot (the test fleet found a deleted
+    registry adapter still planned)."""
+    loop = PlacementLoop(SETTINGS)
+    drive(loop, 5.0, ["r0", "r1"])
+    assert "cold" in loop.desired.table()
+    n = 6
+    loop.report(stats("r0", {"hot": 10 * n, "cold": n}, unloadable=("cold",)), now=6.0)
+    loop.report(stats("r1", {"hot": 10 * n, "cold": n}), now=6.0)
+    loop.tick(6.0, force_plan=True)
+    assert "cold" not in loop.desired.table()
+    assert "hot" in loop.desired.table()
+
+
+def test_unloadable_survives_the_stats_round_trip():
+    s = stats("r0", {}, unloadable=("gone@3",))
+    assert ReplicaStats.from_dict(s.to_dict()).unloadable == ("gone@3",)
