@@ -39,6 +39,7 @@ class ReplicaStats:
     desired: tuple[str, ...] = ()  # what the placement controller last asked this replica to hold
     unloadable: tuple[str, ...] = ()  # asked for but could not be loaded (deleted, corrupted): do not plan them
     healthy: bool = True
+    pid: int = 0  # the replica's process on its node: for operators, and fault injection in tests
     ts: float = field(default_factory=time.time)
 
     def tier_of(self, adapter: str) -> Tier:

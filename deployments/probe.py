@@ -216,11 +216,20 @@ def live_replicas(base_url: str) -> set[str]:
     return {r["replica_id"] for r in replicas if r["healthy"]}
 
 
-def busiest_engine_replica(root_pid: int, interval_s: float = 0.5) -> psutil.Process:
-    """The engine replica process whose engine used the most CPU over `interval_s`:
-    the one with requests in flight, so a kill hits real work (an idle victim proves
-    nothing)."""
+def busiest_engine_replica(root_pid: int, interval_s: float = 0.5, base_url: str | None = None) -> psutil.Process:
+    """The engine replica process with the most work in flight, so a kill hits real
+    work (an idle victim proves nothing): by the replicas' own reports (running +
+    queued, with their pid) when `base_url` is given, else by the CPU its engine used
+    over `interval_s` (which misjudges on a machine where all engines share a core)."""
     replicas = engine_replica_processes(root_pid)
+    if base_url is not None:
+        by_pid = {p.pid: p for p in replicas}
+        reports = [r for r in httpx.get(f"{base_url}/fleet/replicas", timeout=30).json()["replicas"]
+                   if r.get("healthy") and r.get("pid") in by_pid]
+        if reports:
+            busiest = max(reports, key=lambda r: r["running"] + r["queue_len"])
+            if busiest["running"] + busiest["queue_len"] > 0:
+                return by_pid[busiest["pid"]]
     families = {r: [r, *r.children(recursive=True)] for r in replicas}
     for procs in families.values():
         for p in procs:
@@ -264,7 +273,7 @@ async def load_with_kill(base_url: str, root_pid: int, models: list[str], *, con
 
     async def kill_later() -> Kill:
         await asyncio.sleep(kill_at_s)
-        victim = await asyncio.to_thread(busiest_engine_replica, root_pid)
+        victim = await asyncio.to_thread(busiest_engine_replica, root_pid, base_url=base_url)
         cores = [c for c in victim.children(recursive=True) if "EngineCore" in _cmdline(c)]
         victim.kill()
         if on_kill is not None:

@@ -177,6 +177,7 @@ class VLLMEngine:
         idle = self.engine is not None and self.engine.get_num_unfinished_requests() == 0
         return ReplicaStats(
             replica_id=self.replica_id,
+            pid=os.getpid(),
             node_id=self.node_id,
             gpu_slots=self.config.engine.max_loras,
             cpu_slots=self.config.engine.max_cpu_loras,
