@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import random
 import sys
@@ -31,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from deployments import probe  # noqa: E402
-from deployments.bench import BENCH_ASSETS, Server, _free_port, git_commit, machine_info, update_readme  # noqa: E402
+from deployments.bench import BENCH_ASSETS, Server, _free_port, result_header, update_readme  # noqa: E402
 
 NUM_REPLICAS, MAX_ONGOING, MAX_QUEUED = 3, 8, 16
 ADAPTERS = ["poet", "haiku", "translator", "pirate", "support-bot", "code-review"]  # plus the base model
@@ -123,10 +122,7 @@ def main() -> None:
     finally:
         server.stop()
     result = {
-        "name": "overload",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(),
-        "machine": machine_info(),
+        **result_header("overload"),
         "params": (f"{NUM_REPLICAS} replicas, max_ongoing_requests {MAX_ONGOING}, max_queued_requests {MAX_QUEUED} "
                    f"(ingress admits {NUM_REPLICAS * MAX_ONGOING + MAX_QUEUED}), 32-token non-streamed completions, "
                    f"{args.factor:g}x capacity for {args.duration:g} s (Poisson)"),

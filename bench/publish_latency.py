@@ -14,7 +14,6 @@ and a table in bench/README.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import statistics
@@ -29,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from adapters.archive import pack_folder  # noqa: E402
-from deployments.bench import Server, _free_port, git_commit, machine_info, update_readme  # noqa: E402
+from deployments.bench import Server, _free_port, result_header, update_readme  # noqa: E402
 
 ASSETS = REPO / ".bench-assets" / "publish"
 
@@ -108,9 +107,7 @@ def main() -> int:
         if moto is not None:
             moto.stop()
     result = {
-        "name": f"publish-latency-{args.store}",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(), "machine": machine_info(), "store": args.store, "replicas": 3,
+        **result_header(f"publish-latency-{args.store}"), "store": args.store, "replicas": 3,
         "adapter": args.adapter,
         "upload_ms": stats([t["upload_ms"] for t in trials]),
         "first_completion_ms": stats([t["first_completion_ms"] for t in trials]),

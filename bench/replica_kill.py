@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import sys
 import time
@@ -30,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from deployments import probe  # noqa: E402
-from deployments.bench import BENCH_ASSETS, Server, _free_port, git_commit, machine_info, update_readme  # noqa: E402
+from deployments.bench import BENCH_ASSETS, Server, _free_port, result_header, update_readme  # noqa: E402
 
 NUM_REPLICAS = 3
 MODELS = ["poet", "haiku", "translator", "pirate", "support-bot", "code-review"]
@@ -145,10 +144,7 @@ def main() -> None:
     finally:
         server.stop()
     result = {
-        "name": "replica-kill",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(),
-        "machine": machine_info(),
+        **result_header("replica-kill"),
         "params": f"{NUM_REPLICAS} replicas, {args.concurrency} closed-loop clients, {args.duration:g} s load, SIGKILL at {args.kill_at:g} s",
         "kills": kills,
     }

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import random
 import statistics
@@ -25,7 +24,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from deployments.bench import AdapterSet, Server, _free_port, build_assets, fleet_config, git_commit, machine_info, update_readme  # noqa: E402
+from deployments.bench import AdapterSet, Server, _free_port, build_assets, fleet_config, result_header, update_readme  # noqa: E402
 from deployments.loadgen import prompt_text  # noqa: E402
 
 OUTPUT_TOKENS = 32
@@ -128,10 +127,7 @@ def main() -> None:
         print(f"round {round_no}: offline {offline[-1]:.0f} tok/s, served {served[-1]:.0f} tok/s", flush=True)
     ratio = statistics.median(served) / statistics.median(offline)
     result = {
-        "name": "stack-overhead",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(),
-        "machine": machine_info(),
+        **result_header("stack-overhead"),
         "requests": args.requests, "output_tokens": OUTPUT_TOKENS, "adapters": ADAPTERS, "concurrency": args.requests,
         "offline_tok_per_s": offline, "served_tok_per_s": served, "served_over_offline_median": round(ratio, 3),
     }

@@ -195,6 +195,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+def result_header(name: str) -> dict:
+    """What every benchmark result file starts with: its name, when, at which commit,
+    on which machine, so a number in bench/results/ can always be traced back."""
+    return {
+        "name": name,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git_commit(),
+        "machine": machine_info(),
+    }
+
+
 def summarize_runs(runs: list[dict], policies: tuple[str, ...]) -> dict:
     summary = {}
     for policy in policies:
@@ -281,11 +292,8 @@ def run_plan(plan_file: Path, *, rounds: int | None = None, policies: tuple[str,
             print(f"round {round_no} {policy}: {report.output_tok_per_s} tok/s, ttft p99 {report.ttft_p99_ms} ms, "
                   f"loads/1k {report.adapter_loads_per_1k_requests}, errors {report.errors}", flush=True)
     result = {
-        "name": plan.name,
+        **result_header(plan.name),
         "plan_file": str(plan_file.relative_to(REPO)) if plan_file.is_relative_to(REPO) else str(plan_file),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(),
-        "machine": machine_info(),
         "rounds": rounds,
         "plan": {"fleet": plan.fleet, "variants": [dataclasses.asdict(v) for v in plan.variants], "adapters": dataclasses.asdict(plan.adapters), "workload": plan.workload.to_dict(),
                  "load": dataclasses.asdict(plan.load)},
