@@ -125,6 +125,7 @@ async def _relay_sse(stream, observed: metrics.RequestObservation, accounting: _
     runs once the stream is over, however it ended."""
     finished = False
     usage = None
+    done = None  # the `data: [DONE]` chunk, held back until the stream (and its usage) ended
     try:
         async for chunk in stream:
             if isinstance(chunk, FinalUsage):
@@ -132,8 +133,15 @@ async def _relay_sse(stream, observed: metrics.RequestObservation, accounting: _
                 continue
             if observed.ttft_s is None:
                 observed.first_chunk()
+            if isinstance(chunk, str) and chunk.rstrip().endswith("data: [DONE]"):
+                # A client may hang up as soon as it reads [DONE]; the engine's FinalUsage
+                # comes after it, so send [DONE] last or that usage is lost to the ledger.
+                done = chunk
+                continue
             yield chunk
         finished = True
+        if done is not None:
+            yield done
     except Exception as err:  # the client already has a 200: report in-band
         finished = True
         http = to_http_error(classify_engine_failure(err))
