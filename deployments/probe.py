@@ -24,7 +24,7 @@ from deployments.loadgen import _percentile
 OK, ERROR_STATUS, STREAM_CUT, TRUNCATED, TIMEOUT, TRANSPORT = "ok", "error_status", "stream_cut", "truncated", "timeout", "transport"
 
 
-@dataclass
+@dataclass(eq=False)  # identity equality: outcomes are tracked in sets while in flight
 class Outcome:
     kind: str  # one of OK, ERROR_STATUS, STREAM_CUT, TRUNCATED, TIMEOUT, TRANSPORT
     stream: bool
@@ -49,8 +49,12 @@ def completion_body(model: str, *, stream: bool, max_tokens: int, rng: random.Ra
     return {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": stream}
 
 
-async def send(client: httpx.AsyncClient, body: dict, t0: float, timeout_s: float) -> Outcome:
-    """POST /v1/completions and classify what came back, within `timeout_s` overall."""
+async def send(client: httpx.AsyncClient, body: dict, t0: float, timeout_s: float,
+               open_streams: set[Outcome] | None = None) -> Outcome:
+    """POST /v1/completions and classify what came back, within `timeout_s` overall.
+    While a 200 stream is being read, its Outcome (whose `replica` the response head
+    named) is in `open_streams`: that is where work is in flight right now."""
+    open_streams = set() if open_streams is None else open_streams
     stream = bool(body.get("stream"))
     started = time.monotonic()
     outcome = Outcome(TRANSPORT, stream, None, started - t0, 0.0)
@@ -70,7 +74,11 @@ async def send(client: httpx.AsyncClient, body: dict, t0: float, timeout_s: floa
                     json.loads(await response.aread())
                     outcome.kind = OK
                 else:
-                    outcome.kind = await _read_sse(response, outcome)
+                    open_streams.add(outcome)
+                    try:
+                        outcome.kind = await _read_sse(response, outcome)
+                    finally:
+                        open_streams.discard(outcome)
     except TimeoutError:
         outcome.kind = TIMEOUT
     except (httpx.HTTPError, json.JSONDecodeError):
@@ -101,7 +109,8 @@ async def _read_sse(response: httpx.Response, outcome: Outcome) -> str:
     return TRUNCATED  # the stream ended without [DONE]
 
 
-async def closed_loop(client, make_body, *, concurrency: int, duration_s: float, timeout_s: float, t0: float | None = None) -> list[Outcome]:
+async def closed_loop(client, make_body, *, concurrency: int, duration_s: float, timeout_s: float, t0: float | None = None,
+                      open_streams: set[Outcome] | None = None) -> list[Outcome]:
     """`concurrency` clients, each sending its next request when the last one ends."""
     t0 = time.monotonic() if t0 is None else t0
     outcomes: list[Outcome] = []
@@ -109,7 +118,7 @@ async def closed_loop(client, make_body, *, concurrency: int, duration_s: float,
 
     async def client_loop() -> None:
         while time.monotonic() < end:
-            outcomes.append(await send(client, make_body(), t0, timeout_s))
+            outcomes.append(await send(client, make_body(), t0, timeout_s, open_streams))
 
     await asyncio.gather(*[client_loop() for _ in range(concurrency)])
     return outcomes
@@ -216,39 +225,37 @@ def live_replicas(base_url: str) -> set[str]:
     return {r["replica_id"] for r in replicas if r["healthy"]}
 
 
-def busiest_engine_replica(root_pid: int, interval_s: float = 0.5, base_url: str | None = None) -> psutil.Process:
-    """The engine replica process with the most work in flight, so a kill hits real
-    work (an idle victim proves nothing): by the replicas' own reports (running +
-    queued, with their pid) when `base_url` is given, else by the CPU its engine used
-    over `interval_s` (which misjudges on a machine where all engines share a core)."""
-    replicas = engine_replica_processes(root_pid)
-    if base_url is not None:
-        by_pid = {p.pid: p for p in replicas}
-        reports = [r for r in httpx.get(f"{base_url}/fleet/replicas", timeout=30).json()["replicas"]
-                   if r.get("healthy") and r.get("pid") in by_pid]
-        if reports:
-            busiest = max(reports, key=lambda r: r["running"] + r["queue_len"])
-            if busiest["running"] + busiest["queue_len"] > 0:
-                return by_pid[busiest["pid"]]
-    families = {r: [r, *r.children(recursive=True)] for r in replicas}
-    for procs in families.values():
-        for p in procs:
-            try:
-                p.cpu_percent(None)
-            except psutil.Error:
-                pass
-    time.sleep(interval_s)
+def engine_replica_by_id(base_url: str, root_pid: int, replica_id: str) -> psutil.Process | None:
+    """The process of engine replica `replica_id`, by the pid its own report carries."""
+    by_pid = {p.pid: p for p in engine_replica_processes(root_pid)}
+    for report in httpx.get(f"{base_url}/fleet/replicas", timeout=30).json()["replicas"]:
+        if report["replica_id"] == replica_id and report.get("pid") in by_pid:
+            return by_pid[report["pid"]]
+    return None
 
-    def busy(procs):
-        total = 0.0
-        for p in procs:
-            try:
-                total += p.cpu_percent(None)
-            except psutil.Error:
-                pass
-        return total
 
-    return max(replicas, key=lambda r: busy(families[r]))
+async def busiest_replica_by_open_streams(base_url: str, root_pid: int, open_streams: set[Outcome],
+                                          wait_s: float = 10.0) -> psutil.Process:
+    """The engine replica process serving the most of the client's open streams.
+
+    An idle victim proves nothing, and the fleet's own reports lag (they are periodic,
+    and the router may have sent this load to other replicas since): the response heads
+    of streams still being read say exactly where work is in flight. Waits up to
+    `wait_s` for a stream to be open."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        counts: dict[str, int] = {}
+        for outcome in list(open_streams):
+            if outcome.replica:
+                counts[outcome.replica] = counts.get(outcome.replica, 0) + 1
+        for replica_id in sorted(counts, key=counts.get, reverse=True):
+            victim = await asyncio.to_thread(engine_replica_by_id, base_url, root_pid, replica_id)
+            still_open = any(o.replica == replica_id for o in open_streams)  # after the lookup's await
+            if victim is not None and still_open:
+                return victim
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no stream was open on a known engine replica within {wait_s} s")
+        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -262,18 +269,19 @@ async def load_with_kill(base_url: str, root_pid: int, models: list[str], *, con
                          kill_at_s: float, timeout_s: float, max_tokens: int = 48, seed: int = 0,
                          on_kill=None) -> tuple[list[Outcome], Kill]:
     """A closed-loop load of half streaming, half non-streaming requests over `models`;
-    `kill_at_s` into it, the busiest engine replica process of the fleet gets SIGKILL.
-    `on_kill()` runs right after the kill."""
+    `kill_at_s` into it, the engine replica process serving most of its open streams
+    gets SIGKILL. `on_kill()` runs right after the kill."""
     rng = random.Random(seed)
 
     def make_body() -> dict:
         return completion_body(rng.choice(models), stream=rng.random() < 0.5, max_tokens=max_tokens, rng=rng)
 
     t0 = time.monotonic()
+    open_streams: set[Outcome] = set()
 
     async def kill_later() -> Kill:
         await asyncio.sleep(kill_at_s)
-        victim = await asyncio.to_thread(busiest_engine_replica, root_pid, base_url=base_url)
+        victim = await busiest_replica_by_open_streams(base_url, root_pid, open_streams)
         cores = [c for c in victim.children(recursive=True) if "EngineCore" in _cmdline(c)]
         victim.kill()
         if on_kill is not None:
@@ -283,7 +291,8 @@ async def load_with_kill(base_url: str, root_pid: int, models: list[str], *, con
     limits = httpx.Limits(max_connections=concurrency * 2)
     async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits) as client:
         outcomes, kill = await asyncio.gather(
-            closed_loop(client, make_body, concurrency=concurrency, duration_s=duration_s, timeout_s=timeout_s, t0=t0),
+            closed_loop(client, make_body, concurrency=concurrency, duration_s=duration_s, timeout_s=timeout_s, t0=t0,
+                        open_streams=open_streams),
             kill_later(),
         )
     return outcomes, kill
