@@ -54,6 +54,7 @@ class AdapterAwareRouter(FIFOMixin, RequestRouter):
     def initialize_state(self, policy: str = "adapter_affinity", settings: dict[str, Any] | None = None, **_: Any) -> None:
         self._policy = make_policy(policy, RoutingSettings(**(settings or {})))
         self._inflight = InflightTracker()
+        self._routed: dict[str, tuple[str, str]] = {}  # internal request id -> (replica id, adapter)
         self._rng = random.Random()
         self._view = ClusterView()
         self._view_key: tuple = ()
@@ -97,11 +98,20 @@ class AdapterAwareRouter(FIFOMixin, RequestRouter):
         return chosen
 
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result) -> None:
-        self._inflight.on_assign(replica_id.unique_id)
+        rid, adapter = replica_id.unique_id, pending_request.metadata.multiplexed_model_id
+        self._routed[pending_request.metadata.internal_request_id] = (rid, adapter)
+        self._inflight.on_assign(rid, adapter)
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
-        self._inflight.on_finish(replica_id.unique_id)
+        # Ray also reports completions of requests a replica refused (never routed):
+        # only a routed request's completion frees what on_request_routed counted.
+        routed = self._routed.pop(internal_request_id, None)
+        if routed is not None:
+            self._inflight.on_finish(*routed)
 
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
         super().on_replica_actor_died(replica_id)
-        self._inflight.forget(replica_id.unique_id)
+        dead = replica_id.unique_id
+        self._inflight.forget(dead)
+        for request_id in [k for k, (rid, _) in self._routed.items() if rid == dead]:
+            del self._routed[request_id]

@@ -61,6 +61,9 @@ class Candidate:
     counts adapters being loaded as taking a slot). `desired` says whether the
     placement controller wants this replica to hold the request's adapter. `adapter`
     is the request's adapter (None for the base model), for scorers that key on it.
+    `slot_wait` says the replica is already running requests of as many other
+    adapters as it has LoRA slots (by the router's own in-flight count), so vLLM
+    would hold this request back until one of them drains.
     """
 
     replica_id: str
@@ -70,6 +73,7 @@ class Candidate:
     free_slot: bool = False
     desired: bool = False
     adapter: str | None = None
+    slot_wait: bool = False
 
 
 @dataclass(slots=True)

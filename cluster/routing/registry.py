@@ -14,7 +14,14 @@ from cluster.routing.filters import Filter, HealthyFilter, LoadCapFilter, Spread
 from cluster.routing.pickers import MaxScorePicker
 from cluster.routing.policy import ChainPolicy, RoutingPolicy
 from cluster.routing.sampling import AffinitySampler
-from cluster.routing.scorers import HomeScorer, KVCacheScorer, LoadScorer, PlacementScorer, ResidencyScorer
+from cluster.routing.scorers import (
+    HomeScorer,
+    KVCacheScorer,
+    LoadScorer,
+    PlacementScorer,
+    ResidencyScorer,
+    SlotScorer,
+)
 from cluster.routing.settings import RoutingSettings
 
 DEFAULT_POLICY = "adapter_affinity"
@@ -22,12 +29,13 @@ DEFAULT_POLICY = "adapter_affinity"
 
 def build_adapter_affinity(settings: RoutingSettings) -> ChainPolicy:
     """lorafleet's policy: adapter residency + load + KV headroom + placement hint +
-    stable home, with explicit hot-adapter spreading, over an O(sample_k) candidate sample.
+    stable home + free LoRA slots, with explicit hot-adapter spreading, over an
+    O(sample_k) candidate sample.
 
     Chain: AffinitySampler(sample_k, holders_cap)
       -> HealthyFilter -> [LoadCapFilter if load_cap] -> SpreadFilter
-      -> ResidencyScorer, LoadScorer, KVCacheScorer, PlacementScorer, HomeScorer
-         (weighted)
+      -> ResidencyScorer, LoadScorer, KVCacheScorer, PlacementScorer, HomeScorer,
+         SlotScorer (weighted)
       -> MaxScorePicker.
     LoadCapFilter runs before SpreadFilter so the spread is measured among replicas
     that may actually take the request.
@@ -46,6 +54,7 @@ def build_adapter_affinity(settings: RoutingSettings) -> ChainPolicy:
             (settings.weight_kv, KVCacheScorer(settings.kv_threshold)),
             (settings.weight_placement, PlacementScorer()),
             (settings.weight_home, HomeScorer()),
+            (settings.weight_slots, SlotScorer()),
         ],
         picker=MaxScorePicker(),
     )

@@ -144,6 +144,30 @@ class PlacementScorer:
         return [1.0 if c.desired else 0.0 for c in candidates]
 
 
+class SlotScorer:
+    """Avoid replicas whose LoRA slots are all taken by other adapters' running
+    requests: 0.0 there, 1.0 elsewhere (and for base-model requests).
+
+    Why: vLLM runs at most `max_loras` distinct adapters in one batch. A request for
+    another adapter is skipped by the scheduler until one of those adapters has no
+    request left, and as long as new requests for them keep arriving that can take
+    many decode steps, far longer than a store read. Residency alone cannot see it
+    (the adapter may sit in a slot that the running batch will not give up), and
+    load alone cannot either (a replica with 3 requests of 2 other adapters is
+    "lightly loaded" but closed to a third adapter). Which adapters are running
+    comes from the router's own in-flight count per adapter (`InflightTracker`):
+    exact for the requests this router sent, blind to other routers' until stats
+    catch up. With the default weight (0.5) a replica with a free slot that must
+    read the adapter (free_slot 0.6 + 0.5) beats a holder whose slots are busy
+    (gpu 1.0 + 0.0), and among holders the one that can run it now wins.
+    """
+
+    name = "slots"
+
+    def score(self, candidates: Sequence[Candidate]) -> list[float]:
+        return [0.0 if c.slot_wait else 1.0 for c in candidates]
+
+
 class HomeScorer:
     """Decide where an adapter that no candidate holds gets loaded: its stable home.
 

@@ -29,6 +29,10 @@ class RoutingSettings:
                            per-replica shares instead of churning every cache;
                            ~3 requests of extra load on the home, a free slot
                            elsewhere (tier gap 0.3) or the placement hint beat it.
+      weight_slots      -- avoid a replica whose LoRA slots are all busy with other
+                           adapters' running requests (SlotScorer). Default 0.5:
+                           enough for a free slot elsewhere (a store read) to beat
+                           waiting for a slot to drain, not enough to override load.
 
     Residency tier scores (see ResidencyScorer for why each):
       tier_gpu 1.0, tier_cpu 0.7, tier_loading 0.65, tier_free_slot 0.6,
@@ -71,6 +75,7 @@ class RoutingSettings:
     weight_kv: float = field(default=0.5, metadata={"description": 'Weight of the KV-cache headroom score.'})
     weight_placement: float = field(default=0.5, metadata={"description": "Weight of the placement controller's hint."})
     weight_home: float = field(default=0.25, metadata={"description": "Weight of the adapter's stable home replica (rendezvous hash), which splits the cold tail across replicas."})
+    weight_slots: float = field(default=0.5, metadata={"description": "Weight of avoiding a replica whose LoRA slots are all busy running other adapters."})
 
     tier_gpu: float = field(default=1.0, metadata={"description": 'Residency score when the adapter is in a GPU slot.'})
     tier_cpu: float = field(default=0.7, metadata={"description": 'Residency score when the adapter is in the CPU cache.'})
@@ -90,7 +95,7 @@ class RoutingSettings:
     holders_cap: int = field(default=8, metadata={"description": 'At most this many sampled candidates are replicas holding the adapter (< sample_k).'})
 
     def __post_init__(self) -> None:
-        for name in ("weight_residency", "weight_load", "weight_kv", "weight_placement", "weight_home"):
+        for name in ("weight_residency", "weight_load", "weight_kv", "weight_placement", "weight_home", "weight_slots"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in (

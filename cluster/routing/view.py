@@ -180,6 +180,10 @@ class ClusterView:
         out = []
         for rid in replica_ids:
             stats = stats_of(rid)
+            slot_wait = False
+            if adapter and stats is not None:
+                active = inflight.active_adapters(rid)
+                slot_wait = adapter not in active and len(active) >= stats.gpu_slots
             out.append(
                 Candidate(
                     replica_id=rid,
@@ -189,6 +193,7 @@ class ClusterView:
                     free_slot=free_slot(rid, False),
                     desired=rid in desired,
                     adapter=adapter,
+                    slot_wait=slot_wait,
                 )
             )
         return out

@@ -291,7 +291,7 @@ class Simulator:
             raise AssertionError(f"request {req.id} completed twice")
         req.finish = now
         self.completed += 1
-        self.inflight.on_finish(req.replica)  # type: ignore[arg-type]
+        self.inflight.on_finish(req.replica, req.adapter)  # type: ignore[arg-type]
         if self.backlog:
             self._drain = True
         ttft = req.first_token - req.arrival  # type: ignore[operator]
@@ -311,7 +311,7 @@ class Simulator:
         inflight = self.inflight
         for rid in ranked:
             if limit is None or inflight.count(rid) < limit:
-                inflight.on_assign(rid)
+                inflight.on_assign(rid, req.adapter)
                 req.replica = rid
                 req.routed = self.now
                 self.replicas[rid].enqueue(req, self.now)

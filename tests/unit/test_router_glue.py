@@ -27,6 +27,7 @@ class FakeReplica:
 @dataclass
 class FakeMetadata:
     multiplexed_model_id: str
+    internal_request_id: str = "req-0"
 
 
 @dataclass
@@ -60,19 +61,62 @@ def test_ranks_hold_one_replica_each_with_the_holder_first():
     assert ranks[0][0].replica_id.unique_id == "b"
 
 
+def _route(router, replicas, adapter, request_id):
+    """One decision, reported back as Ray does once the replica accepted it."""
+    best = _choose(router, replicas, adapter)[0][0].replica_id
+    router.on_request_routed(FakePending(FakeMetadata(adapter, request_id)), best, None)
+    return best.unique_id
+
+
 def test_router_counts_its_own_inflight_so_a_hot_adapter_spreads_before_stats_arrive():
     router = _router(spread_threshold=2, spread_ratio=1.0)
     replicas = [_replica("a", gpu=["poet"]), _replica("b"), _replica("c")]
-    chosen = []
-    for _ in range(6):
-        best = _choose(router, replicas, "poet")[0][0].replica_id
-        router.on_request_routed(None, best, None)  # stats never change: only in-flight counts
-        chosen.append(best.unique_id)
+    chosen = [_route(router, replicas, "poet", f"req-{i}") for i in range(6)]  # stats never change
     assert chosen[0] == "a"
     assert len(set(chosen)) >= 2
-    for rid in chosen:
-        router.on_request_completed(FakeReplicaID(rid), "req")
+    for i, rid in enumerate(chosen):
+        router.on_request_completed(FakeReplicaID(rid), f"req-{i}")
     assert router._inflight.total() == 0
+
+
+def test_a_completion_ray_reports_for_a_request_never_routed_frees_nothing():
+    """Ray calls on_request_completed for a request a replica refused, too."""
+    router = _router()
+    replicas = [_replica("a", gpu=["poet"])]
+    _route(router, replicas, "poet", "routed")
+    router.on_request_completed(FakeReplicaID("a"), "refused")
+    assert router._inflight.count("a") == 1
+    assert dict(router._inflight.active_adapters("a")) == {"poet": 1}
+    router.on_request_completed(FakeReplicaID("a"), "routed")
+    assert router._inflight.count("a") == 0 and not router._inflight.active_adapters("a")
+
+
+def test_a_replica_whose_slots_run_other_adapters_is_avoided_until_one_drains():
+    """2 LoRA slots per replica. "a" holds translator in host memory but both slots run
+    poet and haiku requests; "b" is busier but has a free slot. translator goes to "b"
+    (one store read) rather than wait on "a" for a slot; once poet drains, "a" wins."""
+    router = _router()
+    replicas = [
+        _replica("a", gpu=["poet", "haiku"], cpu_resident=("poet", "haiku", "translator")),
+        _replica("b", gpu=["pirate"], running=3),
+    ]
+    _route(router, replicas, "poet", "r1")
+    _route(router, replicas, "haiku", "r2")
+    assert _choose(router, replicas, "translator")[0][0].replica_id.unique_id == "b"
+    router.on_request_completed(FakeReplicaID("a"), "r1")
+    assert _choose(router, replicas, "translator")[0][0].replica_id.unique_id == "a"
+
+
+def test_without_the_slot_scorer_the_busy_holder_wins():
+    """The same scene with weight_slots 0: what the slot signal changes."""
+    router = _router(weight_slots=0)
+    replicas = [
+        _replica("a", gpu=["poet", "haiku"], cpu_resident=("poet", "haiku", "translator")),
+        _replica("b", gpu=["pirate"], running=3),
+    ]
+    _route(router, replicas, "poet", "r1")
+    _route(router, replicas, "haiku", "r2")
+    assert _choose(router, replicas, "translator")[0][0].replica_id.unique_id == "a"
 
 
 def test_replicas_without_stats_are_still_routable_and_no_replicas_gives_no_ranks():

@@ -22,6 +22,7 @@ from cluster.routing import (
     Residency,
     ResidencyScorer,
     RoutingSettings,
+    SlotScorer,
     make_policy,
     replica_load,
 )
@@ -362,3 +363,22 @@ def test_zero_weight_scorer_is_not_computed():
     assert policy.rank("a", ClusterView([ReplicaStats("r0")]), InflightTracker(), Random(0)) == [
         "r0"
     ]
+
+
+@pytest.mark.parametrize(
+    ("running", "adapter", "expected"),
+    [
+        pytest.param([], "c", 1.0, id="idle"),
+        pytest.param(["a"], "c", 1.0, id="a-slot-free"),
+        pytest.param(["a", "b"], "c", 0.0, id="slots-busy-with-others"),
+        pytest.param(["a", "b"], "a", 1.0, id="joins-a-running-adapter"),
+        pytest.param(["a", "b"], None, 1.0, id="base-model"),
+        pytest.param(["a", None, None], "c", 1.0, id="base-requests-take-no-slot"),
+    ],
+)
+def test_slot_scorer(running, adapter, expected):
+    view = ClusterView([ReplicaStats("r0", gpu_slots=2)])
+    inflight = InflightTracker()
+    for name in running:
+        inflight.on_assign("r0", name)
+    assert SlotScorer().score(view.candidates(["r0"], adapter, inflight)) == [expected]

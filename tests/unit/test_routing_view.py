@@ -78,6 +78,33 @@ def test_inflight_tracker_counts_assign_and_finish():
     assert t.as_dict() == {"r0": 1, "r1": 1}
 
 
+def test_inflight_tracker_counts_running_adapters_per_replica():
+    t = InflightTracker()
+    for rid, adapter in [("r0", "a"), ("r0", "a"), ("r0", "b"), ("r0", None), ("r1", "a")]:
+        t.on_assign(rid, adapter)
+    assert dict(t.active_adapters("r0")) == {"a": 2, "b": 1}  # the base model is not an adapter
+    assert t.count("r0") == 4
+    t.on_finish("r0", "b")
+    t.on_finish("r0", "a")
+    assert dict(t.active_adapters("r0")) == {"a": 1}
+    t.on_finish("r0", "b")  # stray: never below zero, never resurrects "b"
+    assert dict(t.active_adapters("r0")) == {"a": 1}
+    t.forget("r0")
+    assert not t.active_adapters("r0") and dict(t.active_adapters("r1")) == {"a": 1}
+
+
+def test_a_candidate_waits_for_a_slot_only_when_other_adapters_fill_every_slot():
+    view = ClusterView([ReplicaStats(replica_id="r0", gpu_slots=2, cpu_slots=4)])
+    t = InflightTracker()
+    t.on_assign("r0", "a")
+    assert not view.candidate("r0", "c", t).slot_wait  # one slot still free
+    t.on_assign("r0", "b")
+    assert view.candidate("r0", "c", t).slot_wait  # a and b run: c waits
+    assert not view.candidate("r0", "a", t).slot_wait  # a joins the running batch
+    assert not view.candidate("r0", None, t).slot_wait  # the base model needs no slot
+    assert not ClusterView(no_stats=["r9"]).candidate("r9", "c", t).slot_wait  # unknown slots: no claim
+
+
 def test_inflight_tracker_never_negative_and_forgets():
     t = InflightTracker()
     t.on_finish("r0")  # stray finish (e.g. after a restart of the router)
