@@ -62,6 +62,30 @@ def _check_max_tokens(body: dict, endpoint: Endpoint, max_model_len: int) -> Non
             )
 
 
+# Token ids travel through vLLM as int32 tensors and through the tokenizer as u32, so
+# anything outside [0, 2**31) is out of every vocabulary. vLLM checks the exact
+# vocabulary itself (a 400), but with `echo` it decodes the prompt first, and the
+# tokenizer raises OverflowError beyond u32: a 500 found by Schemathesis.
+MAX_TOKEN_ID = 2**31 - 1
+
+
+def _check_prompt_token_ids(body: dict) -> None:
+    prompt = body.get("prompt")
+    if not isinstance(prompt, list) or not prompt:
+        return
+    lists = prompt if isinstance(prompt[0], list) else [prompt]
+    for ids in lists:
+        if not isinstance(ids, list):
+            return  # a mixed batch: vLLM's schema names the problem
+        for token_id in ids:
+            if isinstance(token_id, int) and not isinstance(token_id, bool) and not 0 <= token_id <= MAX_TOKEN_ID:
+                raise InvalidRequest(
+                    f"Invalid value for `prompt`: token id {token_id} is out of the vocabulary "
+                    f"(token ids are integers from 0 to the vocabulary size - 1).",
+                    param="prompt",
+                )
+
+
 # vLLM names some parameters after its internals; clients know the request field.
 PARAM_NAMES = {"input_tokens": "prompt"}
 
@@ -71,6 +95,8 @@ def check_request(body: dict, endpoint: Endpoint, *, max_model_len: int) -> None
     from vllm.exceptions import VLLMClientError
 
     _check_max_tokens(body, endpoint, max_model_len)
+    if endpoint is Endpoint.COMPLETIONS:
+        _check_prompt_token_ids(body)
     try:
         _request_model(endpoint).model_validate(body)
     except ValidationError as err:

@@ -35,6 +35,10 @@ def test_model_is_required(body):
         (Endpoint.COMPLETIONS, {"prompt": "x", "temperature": "hot"}, "temperature"),
         (Endpoint.CHAT, {"messages": "hello"}, "messages"),
         (Endpoint.COMPLETIONS, {"prompt": "x", "stream": "yes please"}, "stream"),
+        # echo decodes the prompt before vLLM checks the vocabulary: beyond u32 that was a 500
+        (Endpoint.COMPLETIONS, {"prompt": [[4294967296]], "echo": True}, "prompt"),
+        (Endpoint.COMPLETIONS, {"prompt": [5, -1], "echo": True}, "prompt"),
+        (Endpoint.COMPLETIONS, {"prompt": [2**31]}, "prompt"),
     ],
 )
 def test_bad_parameters_are_named(endpoint, body, param):
@@ -49,6 +53,7 @@ def test_echo_with_zero_max_tokens_scores_the_prompt_and_is_allowed():
 
 def test_good_requests_pass():
     check_request({"model": "m", "prompt": "x", "max_tokens": 16, "stream": True}, Endpoint.COMPLETIONS, max_model_len=512)
+    check_request({"model": "m", "prompt": [[0, 17, 2**31 - 1]], "echo": True}, Endpoint.COMPLETIONS, max_model_len=512)
     check_request({"model": "m", "messages": [{"role": "user", "content": "x"}]}, Endpoint.CHAT, max_model_len=512)
 
 
