@@ -5,8 +5,9 @@ saw and how long the fleet took to recover.
 
 Starts its own `lorafleet serve` (3 replicas, demo model and adapters, 127.0.0.1),
 runs `--kills` rounds of closed-loop load (half streamed, half not, 48-token outputs,
-a 90 s client timeout per request); in each, one EngineReplica actor process gets
-SIGKILL `--kill-at` seconds in. Measures, per kill: outcomes by kind (ok, retried,
+a 90 s client timeout per request); in each, the EngineReplica actor process serving
+most of the client's open streams (by their `x-lorafleet-replica` heads) gets SIGKILL
+`--kill-at` seconds in. Measures, per kill: outcomes by kind (ok, retried,
 stream cut with an error event, error status, timeout = hang, truncated stream),
 seconds from the kill to the replacement replica reporting healthy and to its first
 served request, and whether the killed replica's vLLM EngineCore exited.

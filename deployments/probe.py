@@ -14,6 +14,7 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 
 import httpx
@@ -225,37 +226,32 @@ def live_replicas(base_url: str) -> set[str]:
     return {r["replica_id"] for r in replicas if r["healthy"]}
 
 
-def engine_replica_by_id(base_url: str, root_pid: int, replica_id: str) -> psutil.Process | None:
-    """The process of engine replica `replica_id`, by the pid its own report carries."""
+def engine_replicas_by_id(base_url: str, root_pid: int) -> dict[str, psutil.Process]:
+    """Replica id -> process of every engine replica, by the pid its own report carries."""
     by_pid = {p.pid: p for p in engine_replica_processes(root_pid)}
-    for report in httpx.get(f"{base_url}/fleet/replicas", timeout=30).json()["replicas"]:
-        if report["replica_id"] == replica_id and report.get("pid") in by_pid:
-            return by_pid[report["pid"]]
-    return None
+    reports = httpx.get(f"{base_url}/fleet/replicas", timeout=30).json()["replicas"]
+    return {r["replica_id"]: by_pid[r["pid"]] for r in reports if r.get("pid") in by_pid}
 
 
-async def busiest_replica_by_open_streams(base_url: str, root_pid: int, open_streams: set[Outcome],
-                                          wait_s: float = 10.0) -> psutil.Process:
-    """The engine replica process serving the most of the client's open streams.
+def replica_with_most_open_streams(open_streams: set[Outcome], known: Collection[str],
+                                   started_after_s: float = float("-inf")) -> tuple[str, int] | None:
+    """(replica id, how many of the client's open streams it serves), the most first;
+    None when no open stream is on a `known` replica. Only streams started after
+    `started_after_s` count: an older stream may be all generated already, its last
+    bytes still on their way, so killing its replica would cut nothing."""
+    counts: dict[str, int] = {}
+    for outcome in open_streams:
+        if outcome.replica in known and outcome.started_s > started_after_s:
+            counts[outcome.replica] = counts.get(outcome.replica, 0) + 1
+    if not counts:
+        return None
+    busiest = max(counts, key=counts.get)
+    return busiest, counts[busiest]
 
-    An idle victim proves nothing, and the fleet's own reports lag (they are periodic,
-    and the router may have sent this load to other replicas since): the response heads
-    of streams still being read say exactly where work is in flight. Waits up to
-    `wait_s` for a stream to be open."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        counts: dict[str, int] = {}
-        for outcome in list(open_streams):
-            if outcome.replica:
-                counts[outcome.replica] = counts.get(outcome.replica, 0) + 1
-        for replica_id in sorted(counts, key=counts.get, reverse=True):
-            victim = await asyncio.to_thread(engine_replica_by_id, base_url, root_pid, replica_id)
-            still_open = any(o.replica == replica_id for o in open_streams)  # after the lookup's await
-            if victim is not None and still_open:
-                return victim
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no stream was open on a known engine replica within {wait_s} s")
-        await asyncio.sleep(0.05)
+
+# A stream counts as mid-way for this long after it was sent: well under the ~1.5 s a
+# load_with_kill request (48 tokens) takes on the CPU test fleet.
+FRESH_STREAM_S = 0.75
 
 
 @dataclass
@@ -263,6 +259,8 @@ class Kill:
     at_s: float  # on the load's clock
     pid: int
     engine_cores: list[psutil.Process]  # the victim's vLLM EngineCore children, to check they exit too
+    replica_id: str = ""
+    open_streams: int = 0  # the client's streams open on the victim when it was killed
 
 
 async def load_with_kill(base_url: str, root_pid: int, models: list[str], *, concurrency: int, duration_s: float,
@@ -276,17 +274,28 @@ async def load_with_kill(base_url: str, root_pid: int, models: list[str], *, con
     def make_body() -> dict:
         return completion_body(rng.choice(models), stream=rng.random() < 0.5, max_tokens=max_tokens, rng=rng)
 
+    # Which process is which replica is looked up before the load, so the kill follows
+    # the choice with no await in between: an idle victim proves nothing, and the
+    # fleet's periodic reports lag, but the heads of streams still being read say
+    # exactly where work is in flight at that moment.
+    processes = await asyncio.to_thread(engine_replicas_by_id, base_url, root_pid)
     t0 = time.monotonic()
     open_streams: set[Outcome] = set()
 
     async def kill_later() -> Kill:
         await asyncio.sleep(kill_at_s)
-        victim = await busiest_replica_by_open_streams(base_url, root_pid, open_streams)
+        deadline = time.monotonic() + 10
+        while (choice := replica_with_most_open_streams(open_streams, processes, time.monotonic() - t0 - FRESH_STREAM_S)) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no stream started on a known engine replica in the last {FRESH_STREAM_S} s, for 10 s")
+            await asyncio.sleep(0.02)
+        replica_id, streams = choice
+        victim = processes[replica_id]
         cores = [c for c in victim.children(recursive=True) if "EngineCore" in _cmdline(c)]
         victim.kill()
         if on_kill is not None:
             on_kill()
-        return Kill(time.monotonic() - t0, victim.pid, cores)
+        return Kill(time.monotonic() - t0, victim.pid, cores, replica_id, streams)
 
     limits = httpx.Limits(max_connections=concurrency * 2)
     async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits) as client:

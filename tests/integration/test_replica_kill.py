@@ -40,7 +40,9 @@ def test_killing_a_replica_mid_load_loses_no_unanswered_request_and_the_fleet_re
     summary = probe.summarize(outcomes)
     # The victim was serving at least one open stream, so the kill must show.
     hit = [o for o in outcomes if o.retried or o.kind == probe.STREAM_CUT]
-    assert hit, f"the kill of a replica serving an open stream was not seen by any request: {summary}"
+    on_victim = [(round(o.started_s, 2), round(o.latency_s, 2), o.stream) for o in outcomes if o.replica == kill.replica_id]
+    assert hit, (f"the kill of {kill.replica_id} (pid {kill.pid}, {kill.open_streams} open streams) at {kill.at_s:.2f} s "
+                 f"was seen by no request: {summary}; requests it served (start, latency, stream): {on_victim}")
 
     # No hang, no stream ended without [DONE], no transport failure.
     assert not [o for o in outcomes if o.kind in (probe.TIMEOUT, probe.TRUNCATED, probe.TRANSPORT)], summary
