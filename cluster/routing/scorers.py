@@ -157,9 +157,10 @@ class SlotScorer:
     "lightly loaded" but closed to a third adapter). Which adapters are running
     comes from the router's own in-flight count per adapter (`InflightTracker`):
     exact for the requests this router sent, blind to other routers' until stats
-    catch up. With the default weight (0.5) a replica with a free slot that must
-    read the adapter (free_slot 0.6 + 0.5) beats a holder whose slots are busy
-    (gpu 1.0 + 0.0), and among holders the one that can run it now wins.
+    catch up. With the default weight (1.0) even a replica that must evict an idle
+    adapter to read this one (needs_eviction 0.3 + 1.0) beats a holder whose slots
+    are busy (gpu 1.0 + 0.0) at equal load, and among holders the one that can run
+    it now wins.
     """
 
     name = "slots"
@@ -171,10 +172,11 @@ class SlotScorer:
 class HomeScorer:
     """Decide where an adapter that no candidate holds gets loaded: its stable home.
 
-    When no candidate has the adapter in any tier (GPU, CPU or loading), the
-    candidate that ranks first by rendezvous hash of (adapter, replica id) gets 1.0
-    and the rest 0.0. When some candidate holds it, every candidate gets 0.0 and
-    residency decides as usual.
+    When no candidate has the adapter in any tier (GPU, CPU or loading) and the
+    placement controller plans it on none of them, the candidate that ranks first by
+    rendezvous hash of (adapter, replica id) gets 1.0 and the rest 0.0. When some
+    candidate holds it, every candidate gets 0.0 and residency decides as usual;
+    when the controller plans it somewhere, its plan is the home (PlacementScorer).
 
     Why: most adapters in a long tail are held nowhere, so residency ties and load
     alone decides, which sends a cold adapter to a different replica each time and
@@ -185,7 +187,7 @@ class HomeScorer:
     the adapters homed on a departed replica move), needs no shared state, and every
     router computes the same home (crc32, not Python's per-process salted `hash`).
     With the default weight (0.25) about three requests of extra load on the home
-    outweigh it, and the placement hint (0.5) overrides it. Base-model requests get
+    outweigh it. Base-model requests get
     0.0 everywhere (neutral).
     """
 
@@ -195,7 +197,7 @@ class HomeScorer:
         if not candidates:
             return []
         adapter = candidates[0].adapter
-        if not adapter or any(c.residency in _HOLDING for c in candidates):
+        if not adapter or any(c.residency in _HOLDING or c.desired for c in candidates):
             return [0.0] * len(candidates)
         seed = zlib.crc32(adapter.encode()) << 32
         ranks = [_mix64(seed | zlib.crc32(c.replica_id.encode())) for c in candidates]

@@ -21,18 +21,23 @@ class RoutingSettings:
       weight_load       -- load relative to the least-loaded candidate. Default 1.0.
       weight_kv         -- KV-cache headroom. Default 0.5: KV pressure matters less
                            than load because vLLM bounds it itself (it preempts).
-      weight_placement  -- the placement controller's hint. Default 0.5: enough to
+      weight_placement  -- the placement controller's hint. Default 0.25: enough to
                            send a cold adapter to the replica about to hold it, not
-                           enough to beat a replica that already holds it.
+                           enough to beat a replica that already holds it or can run
+                           it now. It was 0.5 until the slot scorer existed; in the
+                           simulator (bench/README.md) 0.5 pulled requests to planned
+                           replicas whose slots were busy.
       weight_home       -- a cold adapter's stable home (HomeScorer, rendezvous
                            hash). Default 0.25: splits the unheld tail into disjoint
                            per-replica shares instead of churning every cache;
-                           ~3 requests of extra load on the home, a free slot
-                           elsewhere (tier gap 0.3) or the placement hint beat it.
+                           ~3 requests of extra load on the home or a free slot
+                           elsewhere (tier gap 0.3) beat it. Neutral when the
+                           controller plans the adapter somewhere (its plan wins).
       weight_slots      -- avoid a replica whose LoRA slots are all busy with other
-                           adapters' running requests (SlotScorer). Default 0.5:
-                           enough for a free slot elsewhere (a store read) to beat
-                           waiting for a slot to drain, not enough to override load.
+                           adapters' running requests (SlotScorer). Default 1.0, as
+                           much as residency: a store read elsewhere costs far less
+                           than waiting for a slot to drain. Chosen in the
+                           simulator over 0.5 (bench/README.md).
 
     Residency tier scores (see ResidencyScorer for why each):
       tier_gpu 1.0, tier_cpu 0.7, tier_loading 0.65, tier_free_slot 0.6,
@@ -73,9 +78,9 @@ class RoutingSettings:
     weight_residency: float = field(default=1.0, metadata={"description": 'Weight of the adapter-residency tier score.'})
     weight_load: float = field(default=1.0, metadata={"description": 'Weight of the load score (in-flight relative to the least-loaded candidate).'})
     weight_kv: float = field(default=0.5, metadata={"description": 'Weight of the KV-cache headroom score.'})
-    weight_placement: float = field(default=0.5, metadata={"description": "Weight of the placement controller's hint."})
+    weight_placement: float = field(default=0.25, metadata={"description": "Weight of the placement controller's hint."})
     weight_home: float = field(default=0.25, metadata={"description": "Weight of the adapter's stable home replica (rendezvous hash), which splits the cold tail across replicas."})
-    weight_slots: float = field(default=0.5, metadata={"description": "Weight of avoiding a replica whose LoRA slots are all busy running other adapters."})
+    weight_slots: float = field(default=1.0, metadata={"description": "Weight of avoiding a replica whose LoRA slots are all busy running other adapters."})
 
     tier_gpu: float = field(default=1.0, metadata={"description": 'Residency score when the adapter is in a GPU slot.'})
     tier_cpu: float = field(default=0.7, metadata={"description": 'Residency score when the adapter is in the CPU cache.'})

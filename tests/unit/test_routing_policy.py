@@ -226,9 +226,9 @@ def test_decide_reports_each_scorer_contribution():
     view = ClusterView([full("r0", "a", "b", kv_cache_usage=0.0)], placement={"a": ["r0"]})
     (only,) = make_policy().decide("a", view, InflightTracker(), Random(0))
     assert only.parts == pytest.approx(
-        {"residency": 1.0, "load": 1.0, "kv_cache": 0.5, "placement": 0.5, "home": 0.0, "slots": 0.5}
+        {"residency": 1.0, "load": 1.0, "kv_cache": 0.5, "placement": 0.25, "home": 0.0, "slots": 1.0}
     )
-    assert only.total == pytest.approx(3.5)
+    assert only.total == pytest.approx(3.75)
 
 
 # ---- settings and registry ------------------------------------------------------------

@@ -382,3 +382,10 @@ def test_slot_scorer(running, adapter, expected):
     for name in running:
         inflight.on_assign("r0", name)
     assert SlotScorer().score(view.candidates(["r0"], adapter, inflight)) == [expected]
+
+
+def test_home_is_neutral_when_the_controller_plans_the_adapter_somewhere():
+    """The plan is a better home than a hash: the cold adapter goes where it will live."""
+    replicas = ["r0", "r1", "r2"]
+    view = ClusterView([ReplicaStats(r, gpu_slots=2) for r in replicas], placement={"a": ["r1"]})
+    assert HomeScorer().score(view.candidates(replicas, "a", InflightTracker())) == [0.0, 0.0, 0.0]
