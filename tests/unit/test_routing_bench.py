@@ -1,6 +1,6 @@
 """Micro-benchmark: the cost of one routing decision, and of rebuilding the view.
 
-Run:  python -m pytest tests/unit/test_routing_bench.py --benchmark-json=out.json
+Run:  python bench/decision_time.py (or pytest with --benchmark-json=out.json)
 Skips when pytest-benchmark is not installed. Rounds are fixed (pedantic mode) so the
 file costs well under a second per case in a normal test run; pass
 --benchmark-disable to run each case once as a plain test.
@@ -35,7 +35,7 @@ def _setup(n_replicas: int):
     inflight = InflightTracker()
     for s in fleet:
         for _ in range(rng.randint(0, 6)):
-            inflight.on_assign(s.replica_id)
+            inflight.on_assign(s.replica_id, adapter_name(rng.randrange(N_ADAPTERS)))
     adapters = itertools.cycle([adapter_name(rng.randrange(N_ADAPTERS)) for _ in range(64)])
     return view, inflight, adapters
 
