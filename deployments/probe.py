@@ -37,6 +37,7 @@ class Outcome:
     openai_shaped: bool = True  # an error body/event had {"error": {message, type, param, code}}
     replica: str | None = None
     retried: bool = False  # the ingress retried it on another replica (x-lorafleet-attempts)
+    head_s: float | None = None  # when the response head arrived, since the run's start
 
 
 def is_openai_error(payload: object) -> bool:
@@ -63,6 +64,7 @@ async def send(client: httpx.AsyncClient, body: dict, t0: float, timeout_s: floa
         async with asyncio.timeout(timeout_s):
             async with client.stream("POST", "/v1/completions", json=body) as response:
                 outcome.status = response.status_code
+                outcome.head_s = time.monotonic() - t0
                 outcome.replica = response.headers.get("x-lorafleet-replica")
                 outcome.retried = response.headers.get("x-lorafleet-attempts") == "2"
                 if response.status_code != 200:
@@ -234,14 +236,14 @@ def engine_replicas_by_id(base_url: str, root_pid: int) -> dict[str, psutil.Proc
 
 
 def replica_with_most_open_streams(open_streams: set[Outcome], known: Collection[str],
-                                   started_after_s: float = float("-inf")) -> tuple[str, int] | None:
+                                   head_after_s: float = float("-inf")) -> tuple[str, int] | None:
     """(replica id, how many of the client's open streams it serves), the most first;
-    None when no open stream is on a `known` replica. Only streams started after
-    `started_after_s` count: an older stream may be all generated already, its last
-    bytes still on their way, so killing its replica would cut nothing."""
+    None when no open stream is on a `known` replica. Only streams whose response head
+    arrived after `head_after_s` count: an older stream may be all generated already,
+    its last bytes still on their way, so killing its replica would cut nothing."""
     counts: dict[str, int] = {}
     for outcome in open_streams:
-        if outcome.replica in known and outcome.started_s > started_after_s:
+        if outcome.replica in known and outcome.head_s is not None and outcome.head_s > head_after_s:
             counts[outcome.replica] = counts.get(outcome.replica, 0) + 1
     if not counts:
         return None
@@ -249,8 +251,9 @@ def replica_with_most_open_streams(open_streams: set[Outcome], known: Collection
     return busiest, counts[busiest]
 
 
-# A stream counts as mid-way for this long after it was sent: well under the ~1.5 s a
-# load_with_kill request (48 tokens) takes on the CPU test fleet.
+# A stream counts as mid-way for this long after its response head arrived (the replica
+# took it): well under the time its 48 tokens take on the CPU test fleet (~1-2 s). Not
+# since it was sent: under load a request can queue longer than that before its head.
 FRESH_STREAM_S = 0.75
 
 
@@ -287,7 +290,8 @@ async def load_with_kill(base_url: str, root_pid: int, models: list[str], *, con
         deadline = time.monotonic() + 10
         while (choice := replica_with_most_open_streams(open_streams, processes, time.monotonic() - t0 - FRESH_STREAM_S)) is None:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no stream started on a known engine replica in the last {FRESH_STREAM_S} s, for 10 s")
+                raise RuntimeError(f"for 10 s no engine replica took a stream within {FRESH_STREAM_S} s before "
+                                   f"({len(open_streams)} streams open, replicas known: {sorted(processes)})")
             await asyncio.sleep(0.02)
         replica_id, streams = choice
         victim = processes[replica_id]
