@@ -91,17 +91,23 @@ def test_a_completion_ray_reports_for_a_request_never_routed_frees_nothing():
     assert router._inflight.count("a") == 0 and not router._inflight.active_adapters("a")
 
 
-def test_a_replica_whose_slots_run_other_adapters_is_avoided_until_one_drains():
-    """2 LoRA slots per replica. "a" holds translator in host memory but both slots run
-    poet and haiku requests; "b" is busier but has a free slot. translator goes to "b"
-    (one store read) rather than wait on "a" for a slot; once poet drains, "a" wins."""
-    router = _router()
+def _busy_slots_scene(router) -> list[FakeReplica]:
+    """2 LoRA slots per replica. "a" holds translator in host memory but both its slots
+    run poet and haiku requests (routed as r1, r2); "b" is busier but has a free slot."""
     replicas = [
         _replica("a", gpu=["poet", "haiku"], cpu_resident=("poet", "haiku", "translator")),
         _replica("b", gpu=["pirate"], running=3),
     ]
     _route(router, replicas, "poet", "r1")
     _route(router, replicas, "haiku", "r2")
+    return replicas
+
+
+def test_a_replica_whose_slots_run_other_adapters_is_avoided_until_one_drains():
+    """translator goes to "b" (one store read) rather than wait on "a" for a slot;
+    once poet drains, "a" wins."""
+    router = _router()
+    replicas = _busy_slots_scene(router)
     assert _choose(router, replicas, "translator")[0][0].replica_id.unique_id == "b"
     router.on_request_completed(FakeReplicaID("a"), "r1")
     assert _choose(router, replicas, "translator")[0][0].replica_id.unique_id == "a"
@@ -110,12 +116,7 @@ def test_a_replica_whose_slots_run_other_adapters_is_avoided_until_one_drains():
 def test_without_the_slot_scorer_the_busy_holder_wins():
     """The same scene with weight_slots 0: what the slot signal changes."""
     router = _router(weight_slots=0)
-    replicas = [
-        _replica("a", gpu=["poet", "haiku"], cpu_resident=("poet", "haiku", "translator")),
-        _replica("b", gpu=["pirate"], running=3),
-    ]
-    _route(router, replicas, "poet", "r1")
-    _route(router, replicas, "haiku", "r2")
+    replicas = _busy_slots_scene(router)
     assert _choose(router, replicas, "translator")[0][0].replica_id.unique_id == "a"
 
 
