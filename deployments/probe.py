@@ -252,9 +252,10 @@ def replica_with_most_open_streams(open_streams: set[Outcome], known: Collection
 
 
 # A stream counts as mid-way for this long after its response head arrived (the replica
-# took it): well under the time its 48 tokens take on the CPU test fleet (~1-2 s). Not
-# since it was sent: under load a request can queue longer than that before its head.
-FRESH_STREAM_S = 0.75
+# took it): well under the time its tokens take on the CPU test fleet (48 tokens took as
+# little as ~0.7 s on a lightly loaded replica; CI once killed one 0.7 s in, as it ended).
+# Not since it was sent: under load a request can queue longer than that before its head.
+FRESH_STREAM_S = 0.3
 
 
 @dataclass
