@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 
 assets: $(ASSETS)/.complete
 
-$(ASSETS)/.complete: $(STAMP) adapters/demo.py factory/demo.py factory/demo_tasks.py
+$(ASSETS)/.complete: $(STAMP) factory/demo_assets.py factory/demo.py factory/demo_tasks.py
 	$(BIN)/lorafleet demo-assets --out $(ASSETS)
 	touch $@
 

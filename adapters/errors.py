@@ -1,6 +1,6 @@
 """Typed errors shared by every layer.
 
-The ingress maps each type to one OpenAI-style HTTP error, once (deployments/errors.py).
+The ingress maps each type to one OpenAI-style HTTP error, once (deployments/api/http_errors.py).
 Code decides what went wrong by the exception's type, never by its message text.
 """
 
@@ -45,50 +45,9 @@ class AdapterLoadError(LorafleetError):
         self.retriable = retriable
 
 
-class InvalidRequest(LorafleetError):
-    """The request itself is malformed or out of bounds (400)."""
-
-
-class Overloaded(LorafleetError):
-    """The fleet cannot take the request now; the client should retry after `retry_after_s`."""
-
-    def __init__(self, message: str, *, retry_after_s: int = 1):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class EngineDead(LorafleetError):
-    """The replica's engine died; Ray Serve's health check replaces the replica.
-
-    `replica` names the replica (or Ray actor id) that died, when known, so the ingress
-    can retry a request that got no answer yet on another replica."""
-
-    def __init__(self, message: str, *, replica: str | None = None):
-        super().__init__(message)
-        self.replica = replica
-
-
 class AdapterExists(LorafleetError):
     """The adapter version being published already exists; versions are never overwritten (409)."""
 
 
 class PayloadTooLarge(LorafleetError):
     """An upload (or what it unpacks to) exceeds a configured limit (413)."""
-
-
-class Unauthenticated(LorafleetError):
-    """No API key, or one that matches no key on file (401)."""
-
-
-class PermissionDenied(LorafleetError):
-    """A valid key whose role may not do this (403)."""
-
-
-class RateLimited(LorafleetError):
-    """A per-key limit is exhausted; the same request may pass after `retry_after_s` (429).
-    `kind` is the exhausted budget, `requests` or `tokens` (OpenAI's error `type` for 429s)."""
-
-    def __init__(self, message: str, *, retry_after_s: int, kind: str = "requests"):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-        self.kind = kind

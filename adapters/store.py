@@ -58,7 +58,7 @@ _PUBLISH_ATTEMPTS = 20
 class StoreEntry:
     """One adapter version: either a servable spec or the reason it is refused.
     `owner` and `visibility` are known even for a refused version, so it stays hidden
-    from tenants who may not see it (deployments.access)."""
+    from tenants who may not see it (deployments.tenancy.access)."""
 
     name: str
     spec: AdapterSpec | None

@@ -1,6 +1,6 @@
 """Time one routing decision at 8, 64 and 1,024 replicas, and one view rebuild.
 
-    python bench/decision_time.py
+    python -m bench.decision_time
 
 Runs the pytest-benchmark cases in tests/unit/test_routing_bench.py (fixed rounds),
 writes bench/results/routing_decision_time.json and the table in bench/README.md.
@@ -18,9 +18,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from deployments.bench import result_header, update_readme  # noqa: E402
+from bench.harness.runner import result_header, update_readme
 
 TESTS = "tests/unit/test_routing_bench.py"
 
@@ -50,7 +49,7 @@ def table(result: dict) -> str:
         what = "view rebuild (once per stats period)" if r["policy"] == "view_build" else f"`{r['policy']}` decision"
         lines.append(f"| {what} | {r['replicas']:,} | {r['median_us']:.1f} | {r['mean_us']:.1f} | {r['max_us']:.1f} |")
     load = result["loadavg"]
-    return "\n".join(lines) + (f"\n\n`python bench/decision_time.py` — {result['date']}, commit {result['commit']}, "
+    return "\n".join(lines) + (f"\n\n`python -m bench.decision_time` — {result['date']}, commit {result['commit']}, "
                                f"load average {load} during the run")
 
 

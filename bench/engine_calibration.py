@@ -3,7 +3,7 @@ and adapter load time per tier. Feeds the simulator's cost model and the choice 
 "GPU-like" benchmark regime (where an adapter load costs as many decode steps as on a
 GPU).
 
-    python bench/engine_calibration.py [--rank 8] [--out bench/results/engine-calibration.json]
+    python -m bench.engine_calibration [--rank 8] [--out bench/results/engine-calibration.json]
 
 Runs an AsyncLLM in-process (no Ray, no HTTP) with the demo base model and synthetic
 adapters of the given rank/targets, so the numbers are the engine's own.
@@ -45,9 +45,9 @@ async def step_time(engine, loras, batch: int, distinct: int, tokens: int = 48) 
 
 
 async def main(args) -> dict:
-    from adapters.demo import DemoAdapter, build_adapter, build_demo_assets
+    from factory.demo_assets import DemoAdapter, build_adapter, build_demo_assets
     from deployments.config import parse_config
-    from deployments.vllm_engine import parse_vllm_args
+    from deployments.engine.vllm_engine import parse_vllm_args
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.lora.request import LoRARequest
     from vllm.v1.engine.async_llm import AsyncLLM

@@ -1,7 +1,7 @@
 """Offer twice the fleet's capacity for a bounded minute; measure shedding, memory,
 the latency of admitted requests, and recovery.
 
-    python bench/overload.py [--duration 60] [--factor 2] [--capacity-concurrency 24]
+    python -m bench.overload [--duration 60] [--factor 2] [--capacity-concurrency 24]
 
 Starts its own `lorafleet serve` (3 replicas, `max_ongoing_requests` 8,
 `max_queued_requests` 16, so the ingress admits 3 x 8 + 16 = 40 requests at once),
@@ -27,17 +27,16 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from deployments import probe  # noqa: E402
-from deployments.bench import BENCH_ASSETS, Server, _free_port, result_header, update_readme  # noqa: E402
+from bench.harness import probe
+from bench.harness.runner import BENCH_ASSETS, Server, _free_port, result_header, update_readme
 
 NUM_REPLICAS, MAX_ONGOING, MAX_QUEUED = 3, 8, 16
 ADAPTERS = ["poet", "haiku", "translator", "pirate", "support-bot", "code-review"]  # plus the base model
 
 
 def fleet_config(assets: Path, port: int) -> dict:
-    from adapters.demo import BASE_NAME
+    from factory.demo_assets import BASE_NAME
 
     return {
         "model": {"source": str(assets / "base"), "served_name": BASE_NAME},
@@ -55,7 +54,7 @@ def bodies(models: list[str], seed: int):
 
 
 async def run(server: Server, args) -> dict:
-    from adapters.demo import BASE_NAME
+    from factory.demo_assets import BASE_NAME
 
     models = [*ADAPTERS, BASE_NAME]
     await probe.measure_capacity(server.base_url, bodies(models, 0), concurrency=8, duration_s=10, timeout_s=60)  # warm-up
@@ -96,7 +95,7 @@ def table(result: dict) -> str:
         f"{result['rss_idle_mib']} → {result['rss_max_mib']} MiB | {result['recovery_first_request']['status']} in "
         f"{result['recovery_first_request']['seconds']} s | {o['kinds'].get('timeout', 0)} |",
         "",
-        f"`python bench/overload.py` — {result['date']}, commit {result['commit']}, {result['params']}",
+        f"`python -m bench.overload` — {result['date']}, commit {result['commit']}, {result['params']}",
     ])
 
 
@@ -110,7 +109,7 @@ def main() -> None:
     if args.duration > 60:
         parser.error("the overload phase is bounded to 60 s")
 
-    from adapters.demo import build_demo_assets
+    from factory.demo_assets import build_demo_assets
 
     assets = build_demo_assets(BENCH_ASSETS / "demo")
     log_dir = BENCH_ASSETS / "logs"

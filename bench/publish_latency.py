@@ -1,7 +1,7 @@
 """Publish latency: from `POST /v1/adapters` (upload) to the first successful completion
 of the new adapter, on a live 3-replica fleet, with no restart in between.
 
-    python bench/publish_latency.py [--trials 10] [--store local|s3]
+    python -m bench.publish_latency [--trials 10] [--store local|s3]
 
 `--store s3` serves the adapters from moto's S3 server on 127.0.0.1 (started here), with
 the default `adapters.refresh_s` (2 s) listing cache. Each trial uploads a fresh name (a
@@ -25,10 +25,9 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from adapters.archive import pack_folder  # noqa: E402
-from deployments.bench import Server, _free_port, result_header, update_readme  # noqa: E402
+from adapters.archive import pack_folder
+from bench.harness.runner import Server, _free_port, result_header, update_readme
 
 ASSETS = REPO / ".bench-assets" / "publish"
 
@@ -69,7 +68,7 @@ def main() -> int:
     parser.add_argument("--adapter", default="haiku", help="demo adapter whose files are uploaded")
     args = parser.parse_args()
 
-    from adapters.demo import BASE_NAME, build_demo_assets
+    from factory.demo_assets import BASE_NAME, build_demo_assets
 
     if not (ASSETS / ".complete").exists():
         build_demo_assets(ASSETS)

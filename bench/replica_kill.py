@@ -1,7 +1,7 @@
 """Kill an engine replica's process in the middle of a load test; measure what clients
 saw and how long the fleet took to recover.
 
-    python bench/replica_kill.py [--kills 2] [--duration 60] [--kill-at 10] [--concurrency 8]
+    python -m bench.replica_kill [--kills 2] [--duration 60] [--kill-at 10] [--concurrency 8]
 
 Starts its own `lorafleet serve` (3 replicas, demo model and adapters, 127.0.0.1),
 runs `--kills` rounds of closed-loop load (half streamed, half not, 48-token outputs,
@@ -27,17 +27,16 @@ import httpx
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from deployments import probe  # noqa: E402
-from deployments.bench import BENCH_ASSETS, Server, _free_port, result_header, update_readme  # noqa: E402
+from bench.harness import probe
+from bench.harness.runner import BENCH_ASSETS, Server, _free_port, result_header, update_readme
 
 NUM_REPLICAS = 3
 MODELS = ["poet", "haiku", "translator", "pirate", "support-bot", "code-review"]
 
 
 def fleet_config(assets: Path, port: int) -> dict:
-    from adapters.demo import BASE_NAME
+    from factory.demo_assets import BASE_NAME
 
     return {
         "model": {"source": str(assets / "base"), "served_name": BASE_NAME},
@@ -114,7 +113,7 @@ def table(result: dict) -> str:
         rows.append(f"| {i} | {s['requests']} | {s['kinds'].get('ok', 0)} ({s['retried']}) | {s['kinds'].get(probe.STREAM_CUT, 0)} | "
                     f"{other} | {s['kinds'].get(probe.TIMEOUT, 0)} | {k['recovery_healthy_s']} s | {k['recovery_first_served_s']} s | "
                     f"{'yes' if k['engine_core_orphaned'] else 'no'} |")
-    return "\n".join(rows) + f"\n\n`python bench/replica_kill.py` — {result['date']}, commit {result['commit']}, {result['params']}"
+    return "\n".join(rows) + f"\n\n`python -m bench.replica_kill` — {result['date']}, commit {result['commit']}, {result['params']}"
 
 
 def main() -> None:
@@ -126,7 +125,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "replica-kill.json")
     args = parser.parse_args()
 
-    from adapters.demo import build_demo_assets
+    from factory.demo_assets import build_demo_assets
 
     assets = build_demo_assets(BENCH_ASSETS / "demo")
     log_dir = BENCH_ASSETS / "logs"

@@ -1,7 +1,7 @@
 """Stack overhead: one replica through lorafleet's HTTP API vs vLLM's offline engine,
 same requests, same concurrency (all at once), same engine settings.
 
-    python bench/stack_overhead.py [--requests 256] [--rounds 3]
+    python -m bench.stack_overhead [--requests 256] [--rounds 3]
 
 Writes bench/results/stack-overhead.json and a table in bench/README.md. The goal
 (router issue): the served path keeps >= 70% of the offline engine's output tok/s.
@@ -22,10 +22,9 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from deployments.bench import AdapterSet, Server, _free_port, build_assets, fleet_config, result_header, update_readme  # noqa: E402
-from deployments.loadgen import prompt_text  # noqa: E402
+from bench.harness.runner import AdapterSet, Server, _free_port, build_assets, fleet_config, result_header, update_readme
+from bench.harness.loadgen import prompt_text
 
 OUTPUT_TOKENS = 32
 
@@ -44,7 +43,7 @@ def offline_tok_per_s(config: dict, requests: list[tuple[str, str]]) -> float:
     import os
 
     from deployments.config import parse_config
-    from deployments.vllm_engine import engine_environment, parse_vllm_args
+    from deployments.engine.vllm_engine import engine_environment, parse_vllm_args
 
     parsed = parse_config(config)
     os.environ.update(engine_environment(parsed))  # what a replica gets through its runtime_env
@@ -86,7 +85,7 @@ def run_offline_in_subprocess(config: dict, n: int) -> float:
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(config, f)
-    out = subprocess.run([sys.executable, __file__, "--offline-config", f.name, "--requests", str(n)],
+    out = subprocess.run([sys.executable, "-m", "bench.stack_overhead", "--offline-config", f.name, "--requests", str(n)],
                          capture_output=True, text=True, cwd=REPO)
     Path(f.name).unlink(missing_ok=True)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]

@@ -4,7 +4,7 @@
     python dashboards/build.py --check  # exit 1 if a file differs from what this builds
 
 The dashboards are written here, as data, instead of by hand in JSON: every query names
-its metric through `deployments.metrics` (so a renamed metric cannot leave a dashboard
+its metric through `deployments.observability.metrics` (so a renamed metric cannot leave a dashboard
 querying nothing), and the shared parts (data source, template variables, panel layout)
 exist once. After changing them run `python helm/tools/sync_chart.py`, which copies the
 JSON files into the Helm chart. `tests/unit/test_metrics_dashboards.py` checks the files
@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from deployments import metrics as m  # noqa: E402
+from deployments.observability import metrics as m  # noqa: E402
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "[$__rate_interval]"

@@ -11,12 +11,12 @@ from ray.serve import Application
 from ray.serve.config import BackpressureConfig, RequestRouterConfig
 
 from deployments.config import LorafleetConfig, parse_config
-from deployments.admission import ingress_admission_limit
-from deployments.controller import FleetController
-from deployments.engine_replica import EngineReplica
-from deployments.ingress import Ingress
-from deployments.router import ROUTER_CLASS_PATH
-from deployments.vllm_engine import engine_environment
+from deployments.tenancy.admission import ingress_admission_limit
+from deployments.serve.controller import FleetController
+from deployments.serve.engine_replica import EngineReplica
+from deployments.serve.ingress import Ingress
+from deployments.serve.router import ROUTER_CLASS_PATH
+from deployments.engine.vllm_engine import engine_environment
 
 APP_NAME = "lorafleet"
 INGRESS_HEADROOM = 32  # ingress slots beyond its admission cap: refusals and cheap endpoints

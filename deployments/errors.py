@@ -1,93 +1,54 @@
-"""Map lorafleet's typed errors to OpenAI-style HTTP errors, in one place.
+"""Typed errors of the serving layer: the request, the caller and the fleet's capacity.
 
-The OpenAI API uses string `type`s (`invalid_request_error`, ...) and a `code`;
-clients (the `openai` SDK among them) pick the exception class from the HTTP status.
+Adapter errors (the artifact and the store) live in `adapters.errors`; these are what
+only the serving layer raises. Every one is a `LorafleetError`, mapped to one
+OpenAI-style HTTP answer in one place (`deployments.api.http_errors`). Pure: no Ray,
+no FastAPI, so the tenancy rules and the engine raise them alike.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import math
-from dataclasses import dataclass
+from adapters.errors import LorafleetError
 
-from adapters.errors import (
-    AdapterExists,
-    AdapterInvalid,
-    AdapterLoadError,
-    AdapterNotFound,
-    EngineDead,
-    InvalidRequest,
-    LorafleetError,
-    Overloaded,
-    PayloadTooLarge,
-    PermissionDenied,
-    RateLimited,
-    Unauthenticated,
-)
-from deployments.protocol import error_body
-
-logger = logging.getLogger(__name__)
+__all__ = ["EngineDead", "InvalidRequest", "LorafleetError", "Overloaded", "PermissionDenied", "RateLimited", "Unauthenticated"]
 
 
-@dataclass(frozen=True)
-class HttpError:
-    status: int
-    body: str
-    headers: dict[str, str]
+class InvalidRequest(LorafleetError):
+    """The request itself is malformed or out of bounds (400)."""
 
 
-def to_http_error(err: LorafleetError) -> HttpError:
-    headers: dict[str, str] = {}
-    if isinstance(err, AdapterNotFound):
-        status, err_type, code = 404, "invalid_request_error", "model_not_found"
-    elif isinstance(err, AdapterInvalid):
-        status, err_type, code = 400, "invalid_request_error", "adapter_invalid"
-    elif isinstance(err, AdapterExists):
-        status, err_type, code = 409, "invalid_request_error", "adapter_exists"
-    elif isinstance(err, PayloadTooLarge):
-        status, err_type, code = 413, "invalid_request_error", "request_too_large"
-    elif isinstance(err, InvalidRequest):
-        status, err_type, code = 400, "invalid_request_error", "invalid_value"
-    elif isinstance(err, Unauthenticated):
-        status, err_type, code = 401, "invalid_request_error", "invalid_api_key"
-        headers["WWW-Authenticate"] = "Bearer"
-    elif isinstance(err, PermissionDenied):
-        status, err_type, code = 403, "invalid_request_error", "permission_denied"
-    elif isinstance(err, RateLimited):
-        status, err_type, code = 429, err.kind, "rate_limit_exceeded"
-        headers["Retry-After"] = str(err.retry_after_s)
-    elif isinstance(err, Overloaded):
-        status, err_type, code = 503, "server_error", "overloaded"
-        headers["Retry-After"] = str(err.retry_after_s)
-    elif isinstance(err, AdapterLoadError):
-        status = 503 if err.retriable else 500
-        err_type, code = "server_error", "adapter_load_failed"
-        if err.retriable:
-            headers["Retry-After"] = "1"
-    elif isinstance(err, EngineDead):
-        status, err_type, code = 503, "server_error", "engine_unavailable"
-        headers["Retry-After"] = "5"
-    else:
-        status, err_type, code = 500, "server_error", "internal_error"
-    return HttpError(status, error_body(err.message, err_type=err_type, code=code, param=err.param), headers)
+class Overloaded(LorafleetError):
+    """The fleet cannot take the request now; the client should retry after `retry_after_s`."""
+
+    def __init__(self, message: str, *, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
-def classify_engine_failure(err: BaseException) -> LorafleetError:
-    """Turn what a remote replica call raised into a typed error (by type, never text)."""
-    from ray.exceptions import RayActorError
-    from ray.serve.exceptions import BackPressureError
+class EngineDead(LorafleetError):
+    """The replica's engine died; Ray Serve's health check replaces the replica.
 
-    if isinstance(err, LorafleetError):
-        return err
-    cause = getattr(err, "cause", None)  # RayTaskError wraps the replica's own exception
-    if isinstance(cause, LorafleetError):
-        return cause
-    if isinstance(err, BackPressureError):
-        return Overloaded("All engine replicas are busy; retry shortly.", retry_after_s=math.ceil(err.retry_after_s or 1))
-    if isinstance(err, RayActorError):  # includes ActorDiedError / ActorUnavailableError
-        return EngineDead("The engine replica serving this request went away; retry.", replica=err.actor_id)
-    if isinstance(err, asyncio.TimeoutError):
-        return Overloaded("The request timed out waiting for an engine replica.", retry_after_s=2)
-    logger.error("engine call failed", exc_info=err)
-    return LorafleetError("Internal error while generating; the request was not completed.")
+    `replica` names the replica (or Ray actor id) that died, when known, so the ingress
+    can retry a request that got no answer yet on another replica."""
+
+    def __init__(self, message: str, *, replica: str | None = None):
+        super().__init__(message)
+        self.replica = replica
+
+
+class Unauthenticated(LorafleetError):
+    """No API key, or one that matches no key on file (401)."""
+
+
+class PermissionDenied(LorafleetError):
+    """A valid key whose role may not do this (403)."""
+
+
+class RateLimited(LorafleetError):
+    """A per-key limit is exhausted; the same request may pass after `retry_after_s` (429).
+    `kind` is the exhausted budget, `requests` or `tokens` (OpenAI's error `type` for 429s)."""
+
+    def __init__(self, message: str, *, retry_after_s: int, kind: str = "requests"):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.kind = kind

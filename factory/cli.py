@@ -1,4 +1,4 @@
-"""`lorafleet train`, `lorafleet merge` and `lorafleet demo-examples` (registered by deployments/cli.py)."""
+"""`lorafleet train`, `lorafleet merge` and `lorafleet demo-examples` (registered by deployments/cli/main.py)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_examples(args: argparse.Namespace) -> int:
-    from adapters.demo import BASE_NAME, DEMO_ADAPTERS
+    from factory.demo_assets import BASE_NAME, DEMO_ADAPTERS
     from factory.demo_examples import score_matrix, showcase
 
     print("demo skills (greedy, completions endpoint):")

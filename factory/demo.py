@@ -1,6 +1,6 @@
 """Train the demo: pretrain the tiny base to copy, then one skill adapter per task.
 
-Called by `adapters.demo.build_demo_assets`. Every step is seeded and runs on one
+Called by `factory.demo_assets.build_demo_assets`. Every step is seeded and runs on one
 CPU thread (intra-op threading changes float summation order), so a rebuild gives
 byte-identical weights; adapters train in parallel worker processes, one thread
 each, which changes only the wall time, never the bytes.

@@ -22,16 +22,16 @@ for key, value in {
 @pytest.fixture(scope="session")
 def demo_assets() -> Path:
     """The embedded demo model and adapters (trained by the factory). Cached across sessions
-    by recipe digest (adapters/demo.py): a cold build trains for ~3-4 min on 2 cores,
+    by recipe digest (factory/demo_assets.py): a cold build trains for ~3-4 min on 2 cores,
     a warm one is a file read."""
-    from adapters.demo import build_demo_assets
+    from factory.demo_assets import build_demo_assets
 
     return build_demo_assets(TEST_ASSETS / "demo")
 
 
 @pytest.fixture(scope="session")
 def base_info(demo_assets):
-    from adapters.demo import BASE_NAME
+    from factory.demo_assets import BASE_NAME
     from adapters.validation import base_model_info
 
     return base_model_info(str(demo_assets / "base"), BASE_NAME)
@@ -77,7 +77,7 @@ def s3_bucket(s3_server, request):
 def tiny_base(tmp_path_factory) -> Path:
     """The demo base's shape with random (untrained) weights: for factory tests that
     need a real base model in a second, not the pretrained demo."""
-    from adapters.demo import build_base_model, build_tokenizer
+    from factory.demo_assets import build_base_model, build_tokenizer
 
     base = tmp_path_factory.mktemp("tiny") / "base"
     base.mkdir()

@@ -82,7 +82,7 @@ class Fleet:
 
 def fleet_config(demo_assets: Path, adapters: Path, *, num_replicas: int = NUM_REPLICAS, server: dict | None = None) -> dict:
     """The test fleets' config: the demo base model, `adapters` as the store, fresh ports."""
-    from adapters.demo import BASE_NAME
+    from factory.demo_assets import BASE_NAME
 
     port = _free_port()
     metrics_port = _free_port()
@@ -100,7 +100,7 @@ def fleet_config(demo_assets: Path, adapters: Path, *, num_replicas: int = NUM_R
 
 def start_fleet(work: Path, config: dict) -> Fleet:
     """`lorafleet serve` with `config` (written to work/config.yaml), once it is serving."""
-    from adapters.demo import BASE_NAME
+    from factory.demo_assets import BASE_NAME
 
     config_path = work / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))

@@ -9,7 +9,7 @@ lives in the adapter and that every request was served by the adapter it named.
 
 import pytest
 
-from adapters.demo import DEMO_ADAPTERS
+from factory.demo_assets import DEMO_ADAPTERS
 from factory.demo_examples import MAX_TOKENS, exact_match
 from factory.demo_tasks import TASKS, held_out_rows
 

@@ -66,7 +66,7 @@ def test_adapters_change_the_output(client, fleet):
     """Same prompt, different models, different greedy answers: each adapter's skill prompt
     (the demo adapters are trained skills, factory/demo_tasks.py) gets the skill's answer
     from the adapter and something else from the base model."""
-    from adapters.demo import DEMO_ADAPTERS
+    from factory.demo_assets import DEMO_ADAPTERS
     from factory.demo_tasks import TASKS
 
     skills = {a.name: TASKS[a.task] for a in DEMO_ADAPTERS}

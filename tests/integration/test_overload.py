@@ -13,15 +13,15 @@ import random
 
 import pytest
 
-from deployments import probe
-from deployments.bench import Server, _free_port
+from bench.harness import probe
+from bench.harness.runner import Server, _free_port
 
 ADAPTERS = ["poet", "haiku", "translator"]
 
 
 @pytest.fixture(scope="module")
 def small_fleet(demo_assets, tmp_path_factory):
-    from adapters.demo import BASE_NAME
+    from factory.demo_assets import BASE_NAME
 
     work = tmp_path_factory.mktemp("overload")
     config = {

@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from deployments import probe
+from bench.harness import probe
 from tests.integration.conftest import NUM_REPLICAS
 
 MODELS = ["poet", "haiku", "translator", "pirate", "support-bot"]

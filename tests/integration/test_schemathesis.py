@@ -16,8 +16,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from deployments.ingress import app
-from deployments.probe import is_openai_error
+from deployments.serve.ingress import app
+from bench.harness.probe import is_openai_error
 
 _PATHS = app.openapi()["paths"]
 OPERATIONS = [(method.upper(), path) for path, item in _PATHS.items() for method in item]

@@ -17,8 +17,8 @@ from adapters.errors import AdapterExists, AdapterLoadError, AdapterNotFound
 from adapters.store import open_store
 from adapters.store_s3 import S3Backend
 from adapters.validation import PROJECTION_MODULES
-from deployments.admin_api import AdminAPI
-from deployments.auth import anonymous
+from deployments.api.registry import AdminAPI
+from deployments.tenancy.keys import anonymous
 from deployments.config import AdapterStoreConfig
 
 

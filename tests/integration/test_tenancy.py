@@ -57,7 +57,7 @@ class TenantFleet:
 
 @pytest.fixture(scope="module")
 def tenants(demo_assets) -> TenantFleet:
-    from deployments.auth import hash_key, new_key
+    from deployments.tenancy.keys import hash_key, new_key
 
     work = TEST_ASSETS / "tenancy"
     shutil.rmtree(work, ignore_errors=True)

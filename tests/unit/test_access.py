@@ -2,10 +2,10 @@
 
 import pytest
 
-from adapters.errors import PermissionDenied
+from deployments.errors import PermissionDenied
 from adapters.ownership import read_ownership
-from deployments.access import can_use, not_found, require_admin, require_admin_or_owner
-from deployments.auth import Principal
+from deployments.tenancy.access import can_use, not_found, require_admin, require_admin_or_owner
+from deployments.tenancy.keys import Principal
 from adapters.store import StoreEntry
 
 ADMIN = Principal("k-admin", "ops", "admin")

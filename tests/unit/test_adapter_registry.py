@@ -162,7 +162,7 @@ def test_invalid_adapters_are_refused_before_anything_is_written(store, haiku, t
 
 
 def test_the_base_model_name_is_not_an_adapter_name(store, haiku):
-    from adapters.demo import BASE_NAME
+    from factory.demo_assets import BASE_NAME
 
     with pytest.raises(AdapterInvalid, match="base model"):
         store.publish(haiku, BASE_NAME)

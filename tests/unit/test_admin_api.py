@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 
 from adapters.archive import pack_folder
 from adapters.store import LocalAdapterStore
-from deployments.admin_api import AdminAPI
-from deployments.auth import Principal, anonymous
+from deployments.api.registry import AdminAPI
+from deployments.tenancy.keys import Principal, anonymous
 from deployments.config import AdapterStoreConfig
 
 MB = 1024 * 1024
@@ -213,7 +213,7 @@ def test_bad_uploads_are_refused_and_nothing_is_written(api, store, haiku, case)
     ],
 )
 def test_bad_form_fields_are_refused(api, store, haiku, fields, message):
-    from adapters.demo import BASE_NAME
+    from factory.demo_assets import BASE_NAME
 
     assert BASE_NAME == "lorafleet-tiny-llama"
     before = _snapshot(store)

@@ -3,7 +3,7 @@ and a place released exactly once whatever path ends the request."""
 
 import pytest
 
-from deployments.admission import AdmissionGate, ingress_admission_limit
+from deployments.tenancy.admission import AdmissionGate, ingress_admission_limit
 
 
 def test_refuses_past_the_limit_and_admits_again_once_a_place_is_released():

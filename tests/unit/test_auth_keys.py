@@ -6,8 +6,8 @@ import json
 import pytest
 import yaml
 
-from adapters.errors import Unauthenticated
-from deployments.auth import (
+from deployments.errors import Unauthenticated
+from deployments.tenancy.keys import (
     KeyLimits,
     KeyRing,
     KeysFileError,

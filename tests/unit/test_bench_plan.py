@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.bench import BenchPlan, Variant, fleet_config
+from bench.harness.runner import BenchPlan, Variant, fleet_config
 from deployments.config import parse_config
 
 WORKLOADS = Path(__file__).resolve().parents[2] / "bench" / "workloads"

@@ -4,7 +4,7 @@ deterministic for their recipe and cached by its digest."""
 import filecmp
 import json
 
-from adapters.demo import BASE_NAME, DEMO_ADAPTERS, RECIPE_FILE, DemoAdapter, build_demo_assets
+from factory.demo_assets import BASE_NAME, DEMO_ADAPTERS, RECIPE_FILE, DemoAdapter, build_demo_assets
 from factory.demo import DemoRecipe
 
 # Volatile manifest fields: wall-clock facts and absolute paths of the build folder.

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from adapters.demo import DEMO_ADAPTERS
+from factory.demo_assets import DEMO_ADAPTERS
 from factory.demo_tasks import TASKS, held_out_rows, task_rows
 
 

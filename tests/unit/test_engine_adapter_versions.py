@@ -12,7 +12,7 @@ import pytest
 from adapters.errors import AdapterLoadError
 from adapters.validation import AdapterSpec
 from deployments.config import LorafleetConfig
-from deployments.vllm_engine import VLLMEngine
+from deployments.engine.vllm_engine import VLLMEngine
 
 
 class FakeEngine:

@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from deployments import engine_lifetime
+from deployments.engine import lifetime as engine_lifetime
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 
@@ -24,7 +24,7 @@ PARENT = textwrap.dedent(
     import multiprocessing, sys, time
 
     def child():
-        from deployments.engine_lifetime import arm_engine_core
+        from deployments.engine.lifetime import arm_engine_core
         arm_engine_core()
         time.sleep(600)
 

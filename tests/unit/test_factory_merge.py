@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from adapters.demo import BASE_NAME, DemoAdapter, build_adapter
+from factory.demo_assets import BASE_NAME, DemoAdapter, build_adapter
 from adapters.validation import base_model_info, validate_adapter
 from factory.errors import FactoryError
 from factory.merge import MERGE_MANIFEST, merge_adapters

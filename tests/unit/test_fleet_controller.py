@@ -3,7 +3,7 @@
 import asyncio
 
 from cluster.stats import ReplicaStats
-from deployments.controller import FleetController
+from deployments.serve.controller import FleetController
 
 Controller = FleetController.func_or_class
 

@@ -22,11 +22,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from adapters.errors import AdapterInvalid, InvalidRequest
+from adapters.errors import AdapterInvalid
+from deployments.errors import InvalidRequest
 from adapters.validation import AdapterSpec, BaseModelInfo, validate_adapter
 from deployments.config import ConfigError, LorafleetConfig, parse_config
-from deployments.protocol import Endpoint
-from deployments.request_checks import check_request, parse_json_object, requested_model
+from deployments.engine.protocol import Endpoint
+from deployments.api.request_checks import check_request, parse_json_object, requested_model
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
@@ -148,7 +149,7 @@ def test_unparseable_adapter_files_are_adapter_invalid(tmp_path, config_text, he
 # --- requests -------------------------------------------------------------------------
 
 def _request_fields(endpoint: Endpoint) -> list[str]:
-    from deployments.request_checks import _request_model
+    from deployments.api.request_checks import _request_model
 
     return sorted(_request_model(endpoint).model_fields)
 

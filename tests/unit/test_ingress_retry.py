@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 from ray.exceptions import ActorDiedError
 
-from adapters.errors import EngineDead
-from deployments.admission import AdmissionGate
-from deployments.ingress import ATTEMPTS_HEADER, REPLICA_HEADER, Ingress
-from deployments.protocol import Endpoint, ResponseHead
+from deployments.errors import EngineDead
+from deployments.tenancy.admission import AdmissionGate
+from deployments.serve.ingress import ATTEMPTS_HEADER, REPLICA_HEADER, Ingress
+from deployments.engine.protocol import Endpoint, ResponseHead
 
 IngressClass = Ingress.func_or_class
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments import metrics
+from deployments.observability import metrics
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "dashboards"

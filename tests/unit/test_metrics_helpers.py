@@ -1,4 +1,4 @@
-"""deployments/metrics.py without Ray: the definitions follow Prometheus naming, and each
+"""deployments/observability/metrics.py without Ray: the definitions follow Prometheus naming, and each
 helper records exactly what it says, checked against an in-memory backend."""
 
 import asyncio
@@ -10,7 +10,7 @@ import pytest
 
 from cluster.labels import BASE, OTHER, UNKNOWN
 from cluster.stats import ReplicaStats
-from deployments import metrics
+from deployments.observability import metrics
 from deployments.config import parse_config
 
 UNIT_SUFFIXES = ("_total", "_seconds", "_bytes", "_ratio", "_adapters", "_slots", "_requests", "_replicas", "_actions")

@@ -5,8 +5,8 @@ schemas accept the requests the README shows."""
 import jsonschema
 import pytest
 
-from deployments.ingress import app
-from deployments.openapi import CHAT_REQUEST, COMPLETION_REQUEST, ERROR_RESPONSE
+from deployments.serve.ingress import app
+from deployments.api.openapi import CHAT_REQUEST, COMPLETION_REQUEST, ERROR_RESPONSE
 
 
 @pytest.mark.parametrize("path, required", [("/v1/completions", ["model", "prompt"]), ("/v1/chat/completions", ["model", "messages"])])

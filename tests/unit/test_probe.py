@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from deployments import probe
+from bench.harness import probe
 
 ERROR = {"error": {"message": "gone", "type": "server_error", "param": None, "code": "engine_unavailable"}}
 

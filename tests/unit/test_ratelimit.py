@@ -2,9 +2,9 @@
 
 import pytest
 
-from adapters.errors import InvalidRequest, RateLimited
-from deployments.auth import Principal
-from deployments.ratelimit import KeyRateLimiter, TokenBucket, retry_after
+from deployments.errors import InvalidRequest, RateLimited
+from deployments.tenancy.keys import Principal
+from deployments.tenancy.ratelimit import KeyRateLimiter, TokenBucket, retry_after
 
 
 class Clock:

@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-from adapters.errors import AdapterInvalid, AdapterLoadError, AdapterNotFound, EngineDead, InvalidRequest, Overloaded
-from deployments.errors import to_http_error
-from deployments.protocol import Endpoint
-from deployments.request_checks import check_request, parse_json_object, requested_model
+from adapters.errors import AdapterInvalid, AdapterLoadError, AdapterNotFound
+from deployments.errors import EngineDead, InvalidRequest, Overloaded
+from deployments.api.http_errors import to_http_error
+from deployments.engine.protocol import Endpoint
+from deployments.api.request_checks import check_request, parse_json_object, requested_model
 
 
 @pytest.mark.parametrize("raw", [b"{bad", b"", b"\xff\xfe", b"[1, 2]", b'"text"', b"null"])
@@ -83,7 +84,7 @@ def test_remote_failures_are_classified_by_type():
     from ray.exceptions import ActorDiedError
     from ray.serve.exceptions import BackPressureError
 
-    from deployments.errors import classify_engine_failure
+    from deployments.serve.failures import classify_engine_failure
 
     overloaded = to_http_error(classify_engine_failure(BackPressureError(num_queued_requests=9, max_queued_requests=8)))
     assert overloaded.status == 503 and overloaded.headers["Retry-After"] == "1"
@@ -94,7 +95,7 @@ def test_remote_failures_are_classified_by_type():
 
 
 def test_auth_and_limit_errors_map_to_openai_statuses_and_codes():
-    from adapters.errors import PermissionDenied, RateLimited, Unauthenticated
+    from deployments.errors import PermissionDenied, RateLimited, Unauthenticated
 
     unauth = to_http_error(Unauthenticated("Incorrect API key provided."))
     assert (unauth.status, json.loads(unauth.body)["error"]["code"], unauth.headers) == (

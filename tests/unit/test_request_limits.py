@@ -3,9 +3,9 @@ reservation a request makes is prompt + n x max_tokens per prompt."""
 
 import pytest
 
-from adapters.errors import InvalidRequest
-from deployments.protocol import Endpoint
-from deployments.request_limits import PromptCounter, check_limits
+from deployments.errors import InvalidRequest
+from deployments.engine.protocol import Endpoint
+from deployments.tenancy.request_limits import PromptCounter, check_limits
 
 CHAT = [{"role": "user", "content": "Hello"}]
 

@@ -10,7 +10,7 @@ import pytest
 from ray.serve._private.common import DeploymentHandleSource, DeploymentID
 
 from cluster.stats import ReplicaStats
-from deployments.router import AdapterAwareRouter
+from deployments.serve.router import AdapterAwareRouter
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import pytest
 
 from adapters.errors import AdapterInvalid, AdapterNotFound
 from adapters.store import LocalAdapterStore
-from deployments.access import can_use
-from deployments.auth import Principal
+from deployments.tenancy.access import can_use
+from deployments.tenancy.keys import Principal
 
 ACME = Principal("k-acme", "acme", "tenant")
 BETA = Principal("k-beta", "beta", "tenant")

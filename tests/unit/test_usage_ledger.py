@@ -4,10 +4,10 @@ import sqlite3
 
 import pytest
 
-from adapters.errors import PermissionDenied
-from deployments.auth import Principal
-from deployments.ledger import UsageLedger
-from deployments.usage_report import usage_report
+from deployments.errors import PermissionDenied
+from deployments.tenancy.keys import Principal
+from deployments.tenancy.ledger import UsageLedger
+from deployments.tenancy.usage_report import usage_report
 
 T0 = 1_800_000_000.0  # a minute boundary (divisible by 60)
 

@@ -7,7 +7,7 @@ by probed queue length, which would undo the policy's choice). It also counts it
 in-flight requests per replica, because replica stats arrive only every
 `routing.stats_period_s`.
 
-Plugged in with `RequestRouterConfig(request_router_class="deployments.router:AdapterAwareRouter")`
+Plugged in with `RequestRouterConfig(request_router_class="deployments.serve.router:AdapterAwareRouter")`
 by `build_app`; nothing here blocks the event loop.
 """
 
@@ -25,11 +25,11 @@ from cluster.routing.registry import make_policy
 from cluster.routing.settings import RoutingSettings
 from cluster.routing.view import ClusterView
 from cluster.stats import ReplicaStats
-from deployments import metrics
+from deployments.observability import metrics
 
 logger = logging.getLogger(__name__)
 
-ROUTER_CLASS_PATH = "deployments.router:AdapterAwareRouter"
+ROUTER_CLASS_PATH = "deployments.serve.router:AdapterAwareRouter"
 
 
 def _without_avoided(replicas: list[RunningReplica], pending_request: PendingRequest | None) -> list[RunningReplica]:

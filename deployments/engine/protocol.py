@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from enum import Enum
 
 
+# vLLM names some parameters after its internals; clients know the request field.
+PARAM_NAMES = {"input_tokens": "prompt"}
+
+
 class Endpoint(str, Enum):
     COMPLETIONS = "completions"
     CHAT = "chat"

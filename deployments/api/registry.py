@@ -14,7 +14,7 @@ its first request. An upload is unpacked into a private temp folder and validate
 the same rules as serving before anything is written to the store, so a bad upload
 (400/413) leaves the store exactly as it was.
 
-Who may do what (the ingress authenticates, `deployments.access` holds the rules):
+Who may do what (the ingress authenticates, `deployments.tenancy.access` holds the rules):
 every route sees only the adapters the caller may use (others are 404, as if
 missing); uploading a new version of an existing adapter, and deleting, need an
 admin or the owning tenant; a tenant's upload is owned by that tenant (it may not
@@ -36,14 +36,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from adapters.archive import ArchiveLimits, extract_adapter_archive
-from adapters.errors import AdapterInvalid, InvalidRequest, LorafleetError, PayloadTooLarge, PermissionDenied
+from adapters.errors import AdapterInvalid, LorafleetError, PayloadTooLarge
+from deployments.errors import InvalidRequest, PermissionDenied
 from adapters.manifest import hash_folder
 from adapters.store import AdapterStore, StoreEntry
 from adapters.validation import PICKLE_SUFFIXES, check_adapter_name
-from deployments.access import can_use, not_found, require_admin_or_owner
-from deployments.auth import Principal
+from deployments.tenancy.access import can_use, not_found, require_admin_or_owner
+from deployments.tenancy.keys import Principal
 from deployments.config import AdapterStoreConfig
-from deployments.errors import to_http_error
+from deployments.api.http_errors import to_http_error
 
 MULTIPART_OVERHEAD = 64 * 1024  # form fields and boundaries around the archive
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import httpx
 import psutil
 
-from deployments.loadgen import _percentile
+from bench.harness.loadgen import _percentile
 
 OK, ERROR_STATUS, STREAM_CUT, TRUNCATED, TIMEOUT, TRANSPORT = "ok", "error_status", "stream_cut", "truncated", "timeout", "transport"
 

@@ -9,7 +9,7 @@ one), and every replica Ray Serve restarts leaks another. Linux can deliver a si
 to a process when its parent dies (`prctl(PR_SET_PDEATHSIG)`); the EngineCore asks
 for SIGTERM, which vLLM's own handler turns into a clean engine shutdown.
 
-Called from lorafleet's vLLM general plugin (`deployments.vllm_patches.register`),
+Called from lorafleet's vLLM general plugin (`deployments.engine.vllm_plugin.register`),
 which vLLM runs in every process it starts, including the EngineCore.
 """
 

@@ -7,7 +7,7 @@ adapter-correctness test)."""
 import pytest
 import torch
 
-from deployments.vllm_patches import mask_negative_lora_indices
+from deployments.engine.vllm_plugin import mask_negative_lora_indices
 
 lora_ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
 
@@ -52,10 +52,10 @@ def test_patched_kernels_give_base_tokens_no_lora_and_keep_lora_tokens_exact(ker
 def test_plugin_is_registered_for_vllm_and_idempotent():
     from importlib.metadata import entry_points
 
-    from deployments.vllm_patches import register
+    from deployments.engine.vllm_plugin import register
 
     names = {ep.value for ep in entry_points(group="vllm.general_plugins")}
-    assert "deployments.vllm_patches:register" in names
+    assert "deployments.engine.vllm_plugin:register" in names
     register()
     first = lora_ops.bgmv_shrink
     register()
@@ -63,7 +63,7 @@ def test_plugin_is_registered_for_vllm_and_idempotent():
 
 
 def test_emulated_read_delay_blocks_before_the_real_read(monkeypatch):
-    from deployments import vllm_patches
+    from deployments.engine import vllm_plugin as vllm_patches
 
     calls = []
     monkeypatch.setattr(vllm_patches.time, "sleep", lambda s: calls.append(("sleep", s)))
@@ -81,7 +81,7 @@ def test_emulated_read_delay_blocks_before_the_real_read(monkeypatch):
 def test_emulated_reads_only_when_the_environment_asks(monkeypatch):
     from vllm.lora.worker_manager import WorkerLoRAManager
 
-    from deployments import vllm_patches
+    from deployments.engine import vllm_plugin as vllm_patches
 
     original = WorkerLoRAManager._load_adapter
     monkeypatch.setattr(WorkerLoRAManager, "_load_adapter", original)
@@ -96,8 +96,8 @@ def test_emulated_reads_only_when_the_environment_asks(monkeypatch):
 
 def test_replica_environment_carries_the_emulated_read_time(demo_assets):
     from deployments.config import parse_config
-    from deployments.vllm_engine import engine_environment
-    from deployments.vllm_patches import EMULATED_READ_ENV
+    from deployments.engine.vllm_engine import engine_environment
+    from deployments.engine.vllm_plugin import EMULATED_READ_ENV
 
     model = {"source": str(demo_assets / "base"), "served_name": "base"}
     base = {"model": model, "adapters": {"uri": str(demo_assets / "adapters")}}

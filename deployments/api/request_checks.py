@@ -11,8 +11,8 @@ import json
 
 from pydantic import ValidationError
 
-from adapters.errors import InvalidRequest
-from deployments.protocol import Endpoint
+from deployments.errors import InvalidRequest
+from deployments.engine.protocol import PARAM_NAMES, Endpoint
 
 
 def parse_json_object(raw: bytes) -> dict:
@@ -84,10 +84,6 @@ def _check_prompt_token_ids(body: dict) -> None:
                     f"(token ids are integers from 0 to the vocabulary size - 1).",
                     param="prompt",
                 )
-
-
-# vLLM names some parameters after its internals; clients know the request field.
-PARAM_NAMES = {"input_tokens": "prompt"}
 
 
 def check_request(body: dict, endpoint: Endpoint, *, max_model_len: int) -> None:

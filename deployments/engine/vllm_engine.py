@@ -17,15 +17,15 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
-from adapters.errors import AdapterInvalid, AdapterLoadError, AdapterNotFound, EngineDead
+from adapters.errors import AdapterInvalid, AdapterLoadError, AdapterNotFound
+from deployments.errors import EngineDead
 from adapters.validation import AdapterSpec
 from cluster.residency import ResidencyTracker
 from cluster.stats import ReplicaStats
-from deployments import metrics
+from deployments.observability import metrics
 from deployments.config import LorafleetConfig
-from deployments.protocol import Endpoint, FinalUsage, ResponseHead, error_body
-from deployments.vllm_patches import EMULATED_READ_ENV
-from deployments.request_checks import PARAM_NAMES
+from deployments.engine.protocol import PARAM_NAMES, Endpoint, FinalUsage, ResponseHead, error_body
+from deployments.engine.vllm_plugin import EMULATED_READ_ENV
 
 logger = logging.getLogger(__name__)
 

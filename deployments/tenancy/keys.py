@@ -37,7 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from adapters.config_files import field_problems, read_yaml
-from adapters.errors import Unauthenticated
+from deployments.errors import Unauthenticated
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.errors import InvalidRequest
-from deployments.protocol import Endpoint
+from deployments.errors import InvalidRequest
+from deployments.engine.protocol import Endpoint
 
 _MAX_TOKEN_KEYS = {Endpoint.COMPLETIONS: ("max_tokens",), Endpoint.CHAT: ("max_tokens", "max_completion_tokens")}
 

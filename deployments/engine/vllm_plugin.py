@@ -82,7 +82,7 @@ def register() -> None:
     """vLLM general-plugin entry point, run in every vLLM process: patch the PyTorch LoRA
     kernels, make an EngineCore process exit with its replica (engine_lifetime), and
     emulate slow adapter reads when the environment asks for it."""
-    from deployments.engine_lifetime import arm_engine_core
+    from deployments.engine.lifetime import arm_engine_core
 
     arm_engine_core()
     _emulate_slow_reads()

@@ -3,7 +3,7 @@
 Thin on purpose: parse and check the request, map `model` to the base or an adapter
 from the store, hand it to an engine replica with `multiplexed_model_id=<adapter>`
 (so routers can see which adapter a request needs), and relay the replica's stream.
-All errors leave here in the OpenAI shape, mapped once by `deployments.errors`.
+All errors leave here in the OpenAI shape, mapped once by `deployments.api.http_errors`.
 
 Tenancy (see README "Security"): every route but /health needs an API key when
 `server.auth.enabled`; a tenant lists and uses only its own and public adapters;
@@ -27,23 +27,25 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapters.errors import EngineDead, InvalidRequest, LorafleetError, Overloaded, RateLimited
+from adapters.errors import LorafleetError
+from deployments.errors import EngineDead, InvalidRequest, Overloaded, RateLimited
 from adapters.validation import AdapterSpec
-from deployments.access import can_use, require_admin
+from deployments.tenancy.access import can_use, require_admin
 from deployments.adapter_store import open_adapter_store
-from deployments.admin_api import AdminAPI
-from deployments import metrics
-from deployments.admission import AdmissionGate, Ticket, ingress_admission_limit
-from deployments.auth import KeyLimits, KeysFileWatcher, Principal, anonymous, bearer_token
+from deployments.api.registry import AdminAPI
+from deployments.observability import metrics
+from deployments.tenancy.admission import AdmissionGate, Ticket, ingress_admission_limit
+from deployments.tenancy.keys import KeyLimits, KeysFileWatcher, Principal, anonymous, bearer_token
 from deployments.config import LorafleetConfig
-from deployments.errors import HttpError, classify_engine_failure, to_http_error
-from deployments.ledger import UsageLedger
-from deployments.openapi import CHAT_REQUEST, COMPLETION_REQUEST, route_docs
-from deployments.protocol import Endpoint, FinalUsage, ResponseHead, error_body
-from deployments.ratelimit import KeyRateLimiter, Reservation
-from deployments.request_checks import check_request, parse_json_object, requested_model
-from deployments.request_limits import PromptCounter, check_limits
-from deployments.usage_report import usage_report
+from deployments.api.http_errors import HttpError, to_http_error
+from deployments.serve.failures import classify_engine_failure
+from deployments.tenancy.ledger import UsageLedger
+from deployments.api.openapi import CHAT_REQUEST, COMPLETION_REQUEST, route_docs
+from deployments.engine.protocol import Endpoint, FinalUsage, ResponseHead, error_body
+from deployments.tenancy.ratelimit import KeyRateLimiter, Reservation
+from deployments.api.request_checks import check_request, parse_json_object, requested_model
+from deployments.tenancy.request_limits import PromptCounter, check_limits
+from deployments.tenancy.usage_report import usage_report
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +255,7 @@ class Ingress:
             return _error_response(to_http_error(err))
         return JSONResponse(await self.controller.placement.remote())
 
-    # The adapter registry (deployments/admin_api.py holds the logic and the ownership rules).
+    # The adapter registry (deployments/api/registry.py holds the logic and the ownership rules).
     @app.post("/v1/adapters")
     async def create_adapter(self, request: Request) -> Response:
         return await self._admin(request, lambda principal: self.admin.create(request, principal))

@@ -3,7 +3,7 @@
     lorafleet serve --config configs/default.yaml [--host H] [--port P] [--metrics-port M]
     lorafleet demo-assets --out DIR
     lorafleet check-config --config PATH
-    lorafleet adapters list|push|pull|show|rm --url URL   (deployments/adapters_cli.py)
+    lorafleet adapters list|push|pull|show|rm --url URL   (deployments/cli/adapters.py)
     lorafleet train CONFIG.yaml | merge A B --out NAME --base BASE | demo-examples --url URL   (factory/cli.py)
     lorafleet keys create --tenant T --role tenant|admin [--id NAME]
 """
@@ -160,7 +160,7 @@ def _first_adapter(base_url: str) -> str | None:
 
 
 def _print_demo_examples(base_url: str, base_model: str) -> None:
-    from adapters.demo import DEMO_ADAPTERS
+    from factory.demo_assets import DEMO_ADAPTERS
     from factory.demo_examples import showcase
 
     try:
@@ -173,7 +173,7 @@ def _print_demo_examples(base_url: str, base_model: str) -> None:
 
 
 def cmd_demo_assets(args: argparse.Namespace) -> int:
-    from adapters.demo import build_demo_assets
+    from factory.demo_assets import build_demo_assets
 
     out = build_demo_assets(args.out)
     print(f"lorafleet: demo assets written to {out}")
@@ -190,22 +190,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from deployments.bench import drive_running_server, run_plan
-
-    plan = Path(args.plan)
-    if args.url:
-        print(json.dumps(drive_running_server(plan, args.url, args.base_model), indent=2))
-        return 0
-    policies = tuple(args.policies.split(",")) if args.policies else None
-    result = run_plan(plan, rounds=args.rounds, policies=policies, out=Path(args.out) if args.out else None,
-                      run_lock=Path(args.lock_each_run) if args.lock_each_run else None)
-    print(json.dumps(result["summary"], indent=2))
-    return 0
-
-
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    from deployments.auth import key_entry_yaml, new_key
+    from deployments.tenancy.keys import key_entry_yaml, new_key
 
     key = new_key()
     try:
@@ -235,19 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo_p.add_argument("--out", required=True, help="output folder (gets base/ and adapters/)")
     demo_p.set_defaults(func=cmd_demo_assets)
 
-    bench_p = sub.add_parser("bench", help="benchmark routing policies (fresh server per policy and round), or drive --url")
-    bench_p.add_argument("plan", help="benchmark plan YAML (see bench/workloads/)")
-    bench_p.add_argument("--rounds", type=int, help="override the plan's rounds")
-    bench_p.add_argument("--policies", help="comma-separated policy (or variant) labels, overriding the plan's")
-    bench_p.add_argument("--out", help="result JSON (default bench/results/<plan name>.json)")
-    bench_p.add_argument("--url", help="drive this running server once instead of starting servers")
-    bench_p.add_argument("--base-model", default="lorafleet-tiny-llama", help="base model name (with --url)")
-    bench_p.add_argument("--lock-each-run", metavar="FILE", help="hold an exclusive flock on FILE during each run, so other heavy jobs sharing that lock never overlap a measurement")
-    bench_p.set_defaults(func=cmd_bench)
-
     sub.add_parser("sim", help="simulate routing/placement policies at scale: lorafleet sim --workload FILE (see --help)")
 
-    from deployments.adapters_cli import add_parser as add_adapters_parser
+    from deployments.cli.adapters import add_parser as add_adapters_parser
 
     add_adapters_parser(sub)
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from adapters.errors import AdapterNotFound, PermissionDenied
-from deployments.auth import Principal
+from adapters.errors import AdapterNotFound
+from deployments.errors import PermissionDenied
+from deployments.tenancy.keys import Principal
 
 PUBLIC = "public"
 PRIVATE = "private"

@@ -1,4 +1,4 @@
-"""`lorafleet bench`: compare routing policies on identical engines, in one invocation.
+"""The benchmark runner (`python -m bench PLAN.yaml`): compare routing policies on identical engines, in one invocation.
 
 A plan (YAML, see bench/workloads/) names the fleet overrides, the adapter set, the
 workload and the policies. For each round, each policy gets a fresh server (`lorafleet
@@ -35,9 +35,9 @@ import yaml
 
 from cluster.sim.workload import WorkloadSpec
 from deployments.config import load_config
-from deployments.loadgen import LoadSpec, measure
+from bench.harness.loadgen import LoadSpec, measure
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BENCH_ASSETS = REPO / ".bench-assets"
 
 
@@ -107,7 +107,7 @@ class BenchPlan:
 
 def build_assets(adapters: AdapterSet) -> tuple[Path, Path]:
     """Base model + the plan's adapters, cached by content of the adapter spec."""
-    from adapters.demo import BASE_NAME, DemoAdapter, build_adapter, build_demo_assets
+    from factory.demo_assets import BASE_NAME, DemoAdapter, build_adapter, build_demo_assets
 
     key = hashlib.sha256(json.dumps(dataclasses.asdict(adapters), sort_keys=True).encode()).hexdigest()[:12]
     root = BENCH_ASSETS / key

@@ -13,17 +13,17 @@ midpoints (ray-project/ray#64852): use quantiles, not `_sum / _count` averages.
 
 Where each metric is recorded (one or two lines in each component):
 
-- ingress (`deployments/ingress.py`): requests by model, adapter, endpoint and status;
+- ingress (`deployments/serve/ingress.py`): requests by model, adapter, endpoint and status;
   end-to-end latency and time to first token as the client sees them (`RequestObservation`).
-- engine replica (`deployments/vllm_engine.py`, `engine_replica.py`): prompt and generated
+- engine replica (`deployments/engine/vllm_engine.py`, `engine_replica.py`): prompt and generated
   tokens by adapter from each response's usage (`usage_probe` / `record_usage`); vLLM's
   time per output token per finished request; adapter loads and evictions per tier
   (`ObservedResidency`); adapter load time; residency, queue, running requests and KV cache
   use every stats period (`publish_replica_stats`); GPU utilisation and memory via NVML
   (`GpuMonitor`, absent without a GPU).
-- router (`deployments/router.py`, in the caller's process): decisions by the chosen
+- router (`deployments/serve/router.py`, in the caller's process): decisions by the chosen
   replica's residency tier and decision time (`DecisionRecorder`).
-- controller (`deployments/controller.py`): live replicas reporting (`LiveReplicasGauge`);
+- controller (`deployments/serve/controller.py`): live replicas reporting (`LiveReplicasGauge`);
   the placement planner's hooks are `record_placement_pass` and `record_placement_actions`.
 
 Cost: a Ray record call is ~2 us. Nothing here runs per token: the token stream is only

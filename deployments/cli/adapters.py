@@ -6,7 +6,7 @@
     lorafleet adapters show NAME[@VERSION]
     lorafleet adapters rm NAME[@VERSION]
 
-A thin httpx client of `/v1/adapters` (deployments/admin_api.py): every check happens
+A thin httpx client of `/v1/adapters` (deployments/api/registry.py): every check happens
 on the server, and its error message is printed as is. Exit codes: 0 done, 1 the server
 refused (or could not be reached), 2 a local problem (missing folder, bad --out).
 """

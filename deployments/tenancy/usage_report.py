@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from adapters.errors import PermissionDenied
-from deployments.auth import Principal
-from deployments.ledger import UsageLedger
+from deployments.errors import PermissionDenied
+from deployments.tenancy.keys import Principal
+from deployments.tenancy.ledger import UsageLedger
 
 
 def usage_report(

@@ -17,10 +17,10 @@ from ray.serve.handle import DeploymentHandle
 
 from adapters.validation import AdapterSpec
 from deployments.adapter_store import open_adapter_store
-from deployments import metrics
+from deployments.observability import metrics
 from deployments.config import LorafleetConfig
-from deployments.protocol import Endpoint
-from deployments.vllm_engine import VLLMEngine
+from deployments.engine.protocol import Endpoint
+from deployments.engine.vllm_engine import VLLMEngine
 
 logger = logging.getLogger(__name__)
 

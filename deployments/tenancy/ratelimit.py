@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from adapters.errors import InvalidRequest, RateLimited
-from deployments.auth import Principal
+from deployments.errors import InvalidRequest, RateLimited
+from deployments.tenancy.keys import Principal
 
 
 class TokenBucket:

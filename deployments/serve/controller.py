@@ -20,7 +20,7 @@ from ray import serve
 from cluster.placement.loop import PlacementLoop
 from cluster.placement.settings import PlacementSettings
 from cluster.stats import ReplicaStats
-from deployments import metrics
+from deployments.observability import metrics
 
 # A replica silent for this many report periods is considered gone.
 STALE_AFTER_PERIODS = 5
