@@ -16,6 +16,7 @@ from deployments.serve.controller import FleetController
 from deployments.serve.engine_replica import EngineReplica
 from deployments.serve.ingress import Ingress
 from deployments.serve.router import ROUTER_CLASS_PATH
+from deployments.engine.base import VLLM_ENGINE
 from deployments.engine.vllm_engine import engine_environment
 
 APP_NAME = "lorafleet"
@@ -37,6 +38,14 @@ def request_router_config(config: LorafleetConfig) -> RequestRouterConfig:
 
 
 def build_app(config: LorafleetConfig | dict) -> Application:
+    """The application graph with vLLM engines (Ray calls builders with one argument)."""
+    return build_graph(config)
+
+
+def build_graph(config: LorafleetConfig | dict, *, engine_factory: str = VLLM_ENGINE) -> Application:
+    """The application graph: ingress -> engine replicas (with the adapter-aware router)
+    and the fleet controller. `engine_factory` is the engine each replica runs (an
+    import path; the fast test tier passes a fake engine, everything else runs vLLM)."""
     if not isinstance(config, LorafleetConfig):
         config = parse_config(config)
     config_dict = config.model_dump(mode="json")
@@ -57,7 +66,7 @@ def build_app(config: LorafleetConfig | dict) -> Application:
             "num_gpus": d.replica_gpus,
             "runtime_env": {"env_vars": engine_environment(config)},
         },
-    ).bind(config_dict, controller)
+    ).bind(config_dict, controller, engine_factory)
     admitted = ingress_admission_limit(
         configured=d.ingress_max_ongoing_requests,
         num_replicas=d.num_replicas,

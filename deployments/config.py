@@ -138,13 +138,36 @@ class AdapterStoreConfig(_Strict):
     max_unpacked_bytes: PositiveInt = Field(
         default=1024 * 1024 * 1024, description="Largest total size an uploaded archive may unpack to (tar-bomb guard); larger gets 413."
     )
-    max_files: PositiveInt = Field(default=64, description="Most files an uploaded adapter archive may hold; more gets 413.")
+    max_files: PositiveInt = Field(
+        default=64, description="Most members (files and folders) an uploaded or imported adapter may hold; more gets 413."
+    )
+    max_concurrent_uploads: PositiveInt = Field(
+        default=2,
+        description="Adapter uploads and imports one ingress replica processes at once (each spools to disk and "
+        "unpacks); more get 503 with Retry-After.",
+    )
+    upload_timeout_s: PositiveFloat = Field(
+        default=300.0, description="Longest an adapter upload's body may take to arrive; slower gets 408."
+    )
+    import_roots: tuple[PathOrUri, ...] = Field(
+        default=(),
+        description="Folders (absolute paths) and `s3://bucket/prefix` locations an admin may import adapters from "
+        "with POST /v1/adapters {\"name\", \"uri\"}. Empty (the default): imports by URI are off. Never the store itself.",
+    )
     fetch_latency_ms: int = Field(
         default=0, ge=0, le=60_000,
         description="Emulated extra time of every adapter read from the store, spent inside the engine's load path "
         "(so it stalls the engine's batch, as a real slow read does). 0 in production; benchmarks set it to "
         "reproduce a GPU's load-to-decode-step cost ratio on a CPU engine.",
     )
+
+
+    @model_validator(mode="after")
+    def _check_import_roots(self) -> "AdapterStoreConfig":
+        for root in self.import_roots:
+            if not (root.startswith("s3://") or Path(root).is_absolute()):
+                raise ValueError(f"adapters.import_roots: {root!r} must be an absolute folder path or an s3://bucket/prefix")
+        return self
 
 
 class AuthConfig(_Strict):
@@ -199,13 +222,23 @@ class UsageConfig(_Strict):
         "(on the store's volume, so it survives restarts). All ingress replicas must reach the same local file.",
     )
     flush_period_s: PositiveFloat = Field(default=0.5, description="How often recorded usage is written to the ledger file (and on shutdown).")
+    abort_report_timeout_s: PositiveFloat = Field(
+        default=30.0,
+        description="How long the ingress waits for an engine's count of what it produced for a request whose client "
+        "left mid-generation; after it, the request is billed what the ingress saw leave the engine (a lower bound).",
+    )
 
 
 class ServerConfig(_Strict):
     host: str = Field(default="127.0.0.1", description="Address the HTTP proxy binds (0.0.0.0 only inside Kubernetes).")
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the OpenAI-compatible API.")
     request_timeout_s: PositiveFloat = Field(default=300.0, description="Longest a request may take end to end.")
-    max_request_bytes: PositiveInt = Field(default=1_048_576, description="Largest accepted request body.")
+    max_request_bytes: PositiveInt = Field(default=1_048_576, description="Largest accepted request body (413 above it).")
+    body_read_timeout_s: PositiveFloat = Field(
+        default=30.0,
+        description="Longest a request body may take to arrive (408 after it). Bodies are read before a request "
+        "takes an admission slot, so a slow client holds only a read slot, and only this long.",
+    )
     metrics_port: int = Field(
         default=8080, ge=1, le=65535,
         description="Port of the Prometheus metrics endpoint of the Ray cluster `lorafleet serve` starts "

@@ -52,3 +52,7 @@ class RateLimited(LorafleetError):
         super().__init__(message)
         self.retry_after_s = retry_after_s
         self.kind = kind
+
+
+class RequestTimeout(LorafleetError):
+    """The client did not send its request body within the server's deadline (408)."""

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from adapters.errors import AdapterExists, AdapterInvalid, AdapterLoadError, AdapterNotFound, LorafleetError, PayloadTooLarge
-from deployments.errors import EngineDead, InvalidRequest, Overloaded, PermissionDenied, RateLimited, Unauthenticated
+from deployments.errors import EngineDead, InvalidRequest, Overloaded, PermissionDenied, RateLimited, RequestTimeout, Unauthenticated
 from deployments.engine.protocol import error_body
 
 logger = logging.getLogger(__name__)
@@ -23,37 +23,45 @@ class HttpError:
     headers: dict[str, str]
 
 
+# (HTTP status, OpenAI error type, code) per error type; the most specific type in an
+# error's MRO wins, so a subclass inherits its parent's answer unless listed itself.
+_ANSWERS: dict[type, tuple[int, str, str]] = {
+    AdapterNotFound: (404, "invalid_request_error", "model_not_found"),
+    AdapterInvalid: (400, "invalid_request_error", "adapter_invalid"),
+    AdapterExists: (409, "invalid_request_error", "adapter_exists"),
+    PayloadTooLarge: (413, "invalid_request_error", "request_too_large"),
+    RequestTimeout: (408, "invalid_request_error", "request_timeout"),
+    InvalidRequest: (400, "invalid_request_error", "invalid_value"),
+    Unauthenticated: (401, "invalid_request_error", "invalid_api_key"),
+    PermissionDenied: (403, "invalid_request_error", "permission_denied"),
+    RateLimited: (429, "requests", "rate_limit_exceeded"),
+    Overloaded: (503, "server_error", "overloaded"),
+    AdapterLoadError: (500, "server_error", "adapter_load_failed"),
+    EngineDead: (503, "server_error", "engine_unavailable"),
+    LorafleetError: (500, "server_error", "internal_error"),
+}
+
+
+def _answer(err: LorafleetError) -> tuple[int, str, str]:
+    for cls in type(err).__mro__:
+        if cls in _ANSWERS:
+            return _ANSWERS[cls]
+    return _ANSWERS[LorafleetError]
+
+
 def to_http_error(err: LorafleetError) -> HttpError:
+    status, err_type, code = _answer(err)
     headers: dict[str, str] = {}
-    if isinstance(err, AdapterNotFound):
-        status, err_type, code = 404, "invalid_request_error", "model_not_found"
-    elif isinstance(err, AdapterInvalid):
-        status, err_type, code = 400, "invalid_request_error", "adapter_invalid"
-    elif isinstance(err, AdapterExists):
-        status, err_type, code = 409, "invalid_request_error", "adapter_exists"
-    elif isinstance(err, PayloadTooLarge):
-        status, err_type, code = 413, "invalid_request_error", "request_too_large"
-    elif isinstance(err, InvalidRequest):
-        status, err_type, code = 400, "invalid_request_error", "invalid_value"
-    elif isinstance(err, Unauthenticated):
-        status, err_type, code = 401, "invalid_request_error", "invalid_api_key"
+    if isinstance(err, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
-    elif isinstance(err, PermissionDenied):
-        status, err_type, code = 403, "invalid_request_error", "permission_denied"
     elif isinstance(err, RateLimited):
-        status, err_type, code = 429, err.kind, "rate_limit_exceeded"
+        err_type = err.kind  # OpenAI's 429 type names the exhausted budget: requests or tokens
         headers["Retry-After"] = str(err.retry_after_s)
     elif isinstance(err, Overloaded):
-        status, err_type, code = 503, "server_error", "overloaded"
         headers["Retry-After"] = str(err.retry_after_s)
-    elif isinstance(err, AdapterLoadError):
-        status = 503 if err.retriable else 500
-        err_type, code = "server_error", "adapter_load_failed"
-        if err.retriable:
-            headers["Retry-After"] = "1"
+    elif isinstance(err, AdapterLoadError) and err.retriable:
+        status = 503
+        headers["Retry-After"] = "1"
     elif isinstance(err, EngineDead):
-        status, err_type, code = 503, "server_error", "engine_unavailable"
         headers["Retry-After"] = "5"
-    else:
-        status, err_type, code = 500, "server_error", "internal_error"
     return HttpError(status, error_body(err.message, err_type=err_type, code=code, param=err.param), headers)

@@ -14,22 +14,25 @@ import itertools
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 
 from adapters.errors import AdapterInvalid, AdapterLoadError, AdapterNotFound
-from deployments.errors import EngineDead
 from adapters.validation import AdapterSpec
 from cluster.residency import ResidencyTracker
 from cluster.stats import ReplicaStats
-from deployments.observability import metrics
 from deployments.config import LorafleetConfig
-from deployments.engine.protocol import PARAM_NAMES, Endpoint, FinalUsage, ResponseHead, error_body
-from deployments.engine.vllm_plugin import EMULATED_READ_ENV
+from deployments.engine.base import Engine
+from deployments.engine.protocol import PARAM_NAMES, AbortedUsage, Endpoint, EngineCall, FinalUsage, ResponseHead, error_body
+from deployments.engine.usage_meter import UsageMeter
+from deployments.engine.vllm_plugin import plugin_environment, plugin_state
+from deployments.errors import EngineDead
+from deployments.observability import metrics
 
 logger = logging.getLogger(__name__)
 
 MAX_UNLOADABLE_REPORTED = 256  # bounds the stats payload after many deletes
+MAX_COUNTED_ADAPTERS = 4096  # per-adapter counters kept (the most recently used): bounded stats
+MAX_ABORTED_PENDING = 10_000  # aborted-usage reports waiting for the replica to send them
 
 
 def vllm_cli_args(config: LorafleetConfig) -> list[str]:
@@ -75,8 +78,7 @@ def engine_environment(config: LorafleetConfig) -> dict[str, str]:
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1" if os.path.isdir(config.model.source) else os.environ.get("HF_HUB_OFFLINE", "0"),
     }
-    if config.adapters.fetch_latency_ms:
-        env[EMULATED_READ_ENV] = str(config.adapters.fetch_latency_ms)
+    env.update(plugin_environment(emulated_read_ms=config.adapters.fetch_latency_ms))
     if config.deployment.engine_threads:
         env["OMP_NUM_THREADS"] = str(config.deployment.engine_threads)
     return env
@@ -85,13 +87,14 @@ def engine_environment(config: LorafleetConfig) -> dict[str, str]:
 class _StatsSink:
     """Receives vLLM's per-step scheduler stats (through a StatLogger) for the replica."""
 
-    def __init__(self, residency: ResidencyTracker, replica_id: str = ""):
+    def __init__(self, residency: ResidencyTracker, replica_id: str = "", meter: UsageMeter | None = None):
         self.residency = residency
         self.replica_id = replica_id
+        self.meter = meter
         self.running = 0
         self.waiting = 0
         self.kv_cache_usage = 0.0
-        self.tokens = Counter()
+        self.tokens = BoundedCounter(MAX_COUNTED_ADAPTERS)
 
     def record_step(self, scheduler_stats) -> None:
         self.running = scheduler_stats.num_running_reqs
@@ -101,7 +104,30 @@ class _StatsSink:
         self.residency.ran(running)
         # One decode step produces one token per running request: a cheap per-adapter
         # token-rate estimate for the placement's demand model (prefill not counted).
-        self.tokens.update(running)
+        self.tokens.add(running)
+
+    def record_finished(self, finished) -> None:
+        """Engine requests that ended: what they produced goes to the usage meter (for
+        lorafleet requests that are being stopped, see UsageMeter)."""
+        if self.meter is not None:
+            for f in finished:
+                self.meter.produced(f.request_id, f.num_prompt_tokens, f.num_generation_tokens)
+
+
+class BoundedCounter(dict):
+    """Counts per key, keeping the `limit` most recently counted keys: per-adapter counts
+    over every version ever requested would otherwise grow for a replica's whole life
+    (the demand estimator treats a dropped key that comes back as a counter reset)."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def add(self, keys) -> None:
+        for key in keys:
+            self[key] = self.pop(key, 0) + 1  # re-inserted: most recent last
+        while len(self) > self.limit:
+            del self[next(iter(self))]
 
 
 def _stat_logger_factory(sink: _StatsSink):
@@ -115,6 +141,7 @@ def _stat_logger_factory(sink: _StatsSink):
             if scheduler_stats is not None:
                 sink.record_step(scheduler_stats)
             if iteration_stats is not None and iteration_stats.finished_requests:
+                sink.record_finished(iteration_stats.finished_requests)
                 metrics.observe_finished_requests(sink.replica_id, iteration_stats.finished_requests)
 
         def log_engine_initialized(self):
@@ -123,19 +150,20 @@ def _stat_logger_factory(sink: _StatsSink):
     return ReplicaStatLogger
 
 
-class VLLMEngine:
+class VLLMEngine(Engine):
     """One engine per replica. `generate` yields a ResponseHead, then body strings."""
 
-    def __init__(self, config: LorafleetConfig, replica_id: str, node_id: str = "", materialize=None):
+    def __init__(self, config: LorafleetConfig, replica_id: str, node_id: str = "", store=None):
         self.config = config
         # spec -> local folder vLLM can read: the store downloads (S3) or copies a
         # published version into the node cache and checks every file's sha256 first.
-        self._materialize = materialize or (lambda spec: spec.path)
+        self._materialize = store.materialize if store is not None else (lambda spec: spec.path)
         self.replica_id = replica_id
         self.node_id = node_id
         self.residency = metrics.ObservedResidency(config.engine.max_loras, config.engine.max_cpu_loras, replica_id)
-        self._sink = _StatsSink(self.residency, replica_id)
-        self._requests = Counter()
+        self._meter = UsageMeter()
+        self._sink = _StatsSink(self.residency, replica_id, self._meter)
+        self._requests = BoundedCounter(MAX_COUNTED_ADAPTERS)
         self._loading: set[str] = set()
         self._lora_ids = itertools.count(1)
         self._lora_locks: dict[str, asyncio.Lock] = {}
@@ -146,6 +174,11 @@ class VLLMEngine:
         # corrupted, invalid), most recent last; reported so the planner stops placing
         # them. One that later loads (a request for a re-published version) leaves it.
         self._unloadable: dict[str, None] = {}
+        # Fingerprints of adapter contents vLLM refused, here or on any replica (the
+        # controller spreads them): refused at once, never handed to vLLM again.
+        self._unservable: set[str] = set()
+        self._newly_unservable: list[str] = []  # refused here since the replica last told the controller
+        self._aborted: list[AbortedUsage] = []
 
     async def start(self) -> None:
         from starlette.datastructures import State
@@ -156,6 +189,8 @@ class VLLMEngine:
         args = parse_vllm_args(self.config)
         engine_args = AsyncEngineArgs.from_cli_args(args)
         self.engine = AsyncLLM.from_engine_args(engine_args, stat_loggers=[_stat_logger_factory(self._sink)])
+        _meter_aborts(self.engine, self._meter)
+        metrics.record_plugin_state(self.replica_id, plugin_state())
         state = State()
         await init_app_state(self.engine, state, args, supported_tasks=("generate",))
         self._models = state.openai_serving_models
@@ -196,55 +231,94 @@ class VLLMEngine:
             ts=time.time(),
         )
 
+    def mark_unservable(self, fingerprints: list[str]) -> None:
+        self._unservable.update(fingerprints)
+
+    def take_unservable(self) -> list[str]:
+        taken, self._newly_unservable = self._newly_unservable, []
+        return taken
+
+    def take_aborted(self) -> list[AbortedUsage]:
+        taken, self._aborted = self._aborted, []
+        return taken
+
     async def ensure_adapter(self, spec: AdapterSpec) -> None:
         """Make sure the adapter version is in the engine's host-memory cache.
 
         Adapters are keyed by `spec.served_id` (`name@version` for a published version),
         so two versions are two LoRAs to vLLM. The first use of an id registers it under
         a fresh lora_int_id; a changed fingerprint under the same id (a legacy folder
-        rewritten in place, or a deleted version number published again) registers the
-        new weights under a new id and drops the old one, so stale weights are never
-        served. The files come from `materialize` (verified against the manifest's
-        sha256; a corrupted version raises AdapterLoadError and is never added). An
-        adapter the residency mirror says was evicted from the CPU cache is read again
-        (and pays `adapters.fetch_latency_ms` inside the engine when that is emulated,
-        see `vllm_patches`)."""
+        rewritten in place) registers the new weights under a new id and drops the old
+        one, so stale weights are never served. The files come from `materialize`
+        (verified against the manifest's sha256; a corrupted version raises
+        AdapterLoadError and is never added). An adapter the residency mirror says was
+        evicted from the CPU cache is read again (and pays `adapters.fetch_latency_ms`
+        inside the engine when that is emulated, see `vllm_plugin`).
+
+        Weights vLLM refuses (validation let through something the engine cannot use)
+        make the adapter unservable fleet-wide: AdapterInvalid (400) here, its
+        fingerprint reported to the controller, and every replica refuses it from then
+        on instead of retrying it elsewhere. If loading it killed the engine, the
+        request still gets AdapterInvalid (not EngineDead), so the ingress does not
+        retry it onto a second engine."""
         key = spec.served_id
+        if spec.fingerprint and spec.fingerprint in self._unservable:
+            raise AdapterInvalid(f"The adapter `{key}` cannot be loaded by the engine; it will not be served.", param="model")
         current = self._registered.get(key)
         if current and current[1] == spec.fingerprint and key in self.residency.cpu:
             return
         lock = self._lora_locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            current = self._registered.get(key)
-            fresh = current is None or current[1] != spec.fingerprint
-            if not fresh and key in self.residency.cpu:
-                return
-            from vllm.lora.request import LoRARequest
+        try:
+            async with lock:
+                await self._load_locked(spec, key)
+        finally:
+            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+                self._lora_locks.pop(key, None)  # bounded: no lock kept per version ever seen
 
-            self._loading.add(key)
-            started = time.perf_counter()
-            try:
-                path = await asyncio.to_thread(self._materialize, spec)
-                lora_id = next(self._lora_ids) if fresh else current[0]
-                request = LoRARequest(lora_name=key, lora_int_id=lora_id, lora_path=path)
-                await self.engine.add_lora(request)
-            except (AdapterLoadError, AdapterInvalid):
-                raise
-            except Exception as err:  # vLLM raises plain exceptions for bad files
-                if self.engine.errored:
-                    raise EngineDead(f"engine died while loading adapter {key!r}", replica=self.replica_id) from err
-                raise AdapterLoadError(f"adapter {key!r} failed to load: {err}", retriable=False) from err
-            finally:
-                self._loading.discard(key)
-            if fresh and current is not None:
-                await self.engine.remove_lora(current[0])
-            self._models.lora_requests[key] = request
-            self._registered[key] = (lora_id, spec.fingerprint)
-            self.residency.loaded(key)
-            self._unloadable.pop(key, None)
-            elapsed = time.perf_counter() - started
-            metrics.observe_adapter_load(self.replica_id, elapsed)
-            logger.info("adapter %s loaded in %.3fs", key, elapsed)
+    async def _load_locked(self, spec: AdapterSpec, key: str) -> None:
+        current = self._registered.get(key)
+        fresh = current is None or current[1] != spec.fingerprint
+        if not fresh and key in self.residency.cpu:
+            return
+        from vllm.lora.request import LoRARequest
+
+        self._loading.add(key)
+        started = time.perf_counter()
+        try:
+            path = await asyncio.to_thread(self._materialize, spec)
+            lora_id = next(self._lora_ids) if fresh else current[0]
+            request = LoRARequest(lora_name=key, lora_int_id=lora_id, lora_path=path)
+            await self.engine.add_lora(request)
+        except (AdapterLoadError, AdapterInvalid):
+            raise
+        except Exception as err:  # vLLM raises plain exceptions for weights it cannot use
+            self._unservable.add(spec.fingerprint)
+            self._newly_unservable.append(spec.fingerprint)
+            if self.engine.errored:
+                logger.error("adapter %s killed the engine while loading; it is now unservable fleet-wide", key)
+            else:
+                logger.error("engine refused adapter %s (%s); it is now unservable fleet-wide", key, err)
+            raise AdapterInvalid(f"The adapter `{key}` cannot be loaded by the engine; it will not be served.",
+                                 param="model") from err
+        finally:
+            self._loading.discard(key)
+        if fresh and current is not None:
+            await self.engine.remove_lora(current[0])
+        self._forget_evicted()
+        self._models.lora_requests[key] = request
+        self._registered[key] = (lora_id, spec.fingerprint)
+        self.residency.loaded(key)
+        self._unloadable.pop(key, None)
+        elapsed = time.perf_counter() - started
+        metrics.observe_adapter_load(self.replica_id, elapsed)
+        logger.info("adapter %s loaded in %.3fs", key, elapsed)
+
+    def _forget_evicted(self) -> None:
+        """Registrations of adapters vLLM's LRU dropped from host memory: the next use
+        registers them afresh, so these tables never outgrow the engine's cache."""
+        for key in [k for k in self._registered if k not in self.residency.cpu and k not in self._loading]:
+            del self._registered[key]
+            self._models.lora_requests.pop(key, None)
 
     async def reconcile(self, desired_gpu: list[str], desired_cpu: list[str], resolve) -> list[str]:
         """Move toward the placement controller's desired set: preload (store -> host
@@ -271,14 +345,37 @@ class VLLMEngine:
             loaded.append(name)
         return loaded
 
-    async def generate(self, endpoint: Endpoint, body: dict, adapter: AdapterSpec | None) -> AsyncIterator[object]:
-        """Run one OpenAI request; yield a ResponseHead, then the body (SSE lines or JSON)."""
+    async def generate(self, call: EngineCall) -> AsyncIterator[object]:
+        """Run one OpenAI request; yield a ResponseHead, then the body (SSE lines or JSON),
+        then its FinalUsage. If the caller cancels (its client left), vLLM stops the
+        request and what it had produced is queued for `take_aborted`."""
+        self._meter.track(call.request_id)
+        result = None
+        inner = self._generate(call)
+        try:
+            async for item in inner:
+                if isinstance(item, _Started):
+                    result = item.result
+                    continue
+                yield item
+        except (asyncio.CancelledError, GeneratorExit):
+            if result is not None and hasattr(result, "aclose"):
+                await result.aclose()  # vLLM's own cleanup aborts its requests (metered)
+            await inner.aclose()
+            prompt, completion = self._meter.forget(call.request_id)
+            self._aborted.append(AbortedUsage(call.request_id, call.ingress_id, prompt, completion))
+            del self._aborted[:-MAX_ABORTED_PENDING]
+            raise
+        finally:
+            self._meter.forget(call.request_id)
+
+    async def _generate(self, call: EngineCall) -> AsyncIterator[object]:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
         from vllm.exceptions import VLLMClientError
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        streaming = bool(body.get("stream"))
+        endpoint, body, adapter = call.endpoint, call.body, call.adapter
         try:
             if adapter is not None:
                 await self.ensure_adapter(adapter)
@@ -287,9 +384,11 @@ class VLLMEngine:
                 body = {**body, "model": self.config.model.served_name}
             request_cls = CompletionRequest if endpoint is Endpoint.COMPLETIONS else ChatCompletionRequest
             request = request_cls.model_validate(body)
-            self._requests[adapter.served_id if adapter else ""] += 1
+            self._requests.add([adapter.served_id if adapter else ""])
             serving = self._serving[endpoint]
-            usage = metrics.usage_probe()  # vLLM leaves the final token usage on it
+            # vLLM leaves the final token usage on the probe, and names its engine
+            # requests after the probe's X-Request-Id (our id: the usage meter's key).
+            usage = metrics.usage_probe(call.request_id)
             if endpoint is Endpoint.COMPLETIONS:
                 result = await serving.create_completion(request, raw_request=usage)
             else:
@@ -303,6 +402,7 @@ class VLLMEngine:
             return
 
         if hasattr(result, "__aiter__"):
+            yield _Started(result)
             yield ResponseHead(200, self.replica_id, True)
             async for chunk in result:
                 yield chunk
@@ -322,6 +422,60 @@ class VLLMEngine:
         yield result.model_dump_json()
         if (final := _final_usage(usage)) is not None:
             yield final
+
+
+class _Started:
+    """Internal marker: the streaming generator vLLM returned (closed on cancellation)."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result):
+        self.result = result
+
+
+_warned_meter = False
+
+
+def _meter_aborts(engine, meter: UsageMeter) -> None:
+    """Wrap the engine's `abort` so that, just before vLLM drops an engine request, what
+    it produced (prompt length, generated tokens) goes to the usage meter. vLLM calls
+    `self.abort` when a request's consumer is cancelled, so this sees every stop.
+
+    It reads vLLM 0.32's output-processor state (`request_states`, `parent_requests`,
+    `external_req_ids`, `RequestState.stats.num_generation_tokens`); if a vLLM version
+    changed those, it logs one warning and meters nothing, and the ingress bills what
+    it saw instead (deployments.tenancy.billing)."""
+    real_abort = engine.abort
+
+    async def metered_abort(request_id, internal: bool = False):
+        global _warned_meter
+        try:
+            processor = engine.output_processor
+            ids = [request_id] if isinstance(request_id, str) else list(request_id)
+            for rid in ids:
+                for state in _engine_request_states(processor, rid, internal):
+                    generated = state.stats.num_generation_tokens if state.stats is not None else 0
+                    meter.produced(state.external_req_id, state.prompt_len, generated)
+        except (AttributeError, KeyError, TypeError) as err:
+            if not _warned_meter:
+                _warned_meter = True
+                logger.warning("cannot read vLLM's request state to meter aborted requests (%s); aborted requests "
+                               "are billed from the ingress's count", err)
+        await real_abort(request_id, internal)
+
+    engine.abort = metered_abort
+
+
+def _engine_request_states(processor, request_id: str, internal: bool) -> list:
+    if not internal:
+        return [s for i in processor.external_req_ids.get(request_id, ()) for s in _engine_request_states(processor, i, True)]
+    state = processor.request_states.get(request_id)
+    if state is not None:
+        return [state]
+    parent = processor.parent_requests.get(request_id)
+    if parent is None:
+        return []
+    return [processor.request_states[c] for c in parent.child_requests if c in processor.request_states]
 
 
 def _final_usage(probe) -> FinalUsage | None:

@@ -14,9 +14,17 @@ registered as a vLLM general plugin (entry point `vllm.general_plugins`), becaus
 the kernels run in vLLM's worker processes, which load general plugins at start.
 It is idempotent: vLLM may load plugins several times per process.
 
-Emulated slow reads (`adapters.fetch_latency_ms`, benchmarks only): when the
-replica's environment sets LORAFLEET_EMULATED_ADAPTER_READ_MS, every adapter read
-from the store inside vLLM's worker sleeps that long first. It sleeps *there*, in
+Scope: vLLM loads general plugins in every process of every vLLM installed next to
+lorafleet, lorafleet's or not. This one acts only in lorafleet's engines: the engine
+replica's environment carries `LORAFLEET_ENGINE_PLUGIN` (JSON settings built from the
+replica's config by `plugin_environment`); any other vLLM process finds no marker and
+is left untouched. The kernel fix was written for vLLM 0.32 (`WRITTEN_FOR`); on another
+version, or if the kernels it wraps are gone, it logs a WARNING and the replica
+exports `lorafleet_vllm_plugin_applied 0` (deployments.observability.metrics).
+
+Emulated slow reads (`adapters.fetch_latency_ms`, benchmarks only, passed in the
+marker's settings): every adapter read from the store inside vLLM's worker sleeps that
+long first. It sleeps *there*, in
 the engine's own load path, because that is where a real read blocks: vLLM reads
 an adapter between or inside scheduler steps, so a slow read stalls the whole
 batch, not just the request that needed the adapter.
@@ -25,6 +33,7 @@ batch, not just the request that needed the adapter.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import time
@@ -33,7 +42,26 @@ logger = logging.getLogger(__name__)
 
 _PATCHED_FLAG = "_lorafleet_masks_negative_indices"
 _KERNELS = ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")
-EMULATED_READ_ENV = "LORAFLEET_EMULATED_ADAPTER_READ_MS"
+PLUGIN_ENV = "LORAFLEET_ENGINE_PLUGIN"
+WRITTEN_FOR = "0.32."  # the vLLM release line whose kernels this fix was written against
+
+
+def plugin_environment(*, emulated_read_ms: int = 0) -> dict[str, str]:
+    """The marker (with its settings) an engine replica's environment carries."""
+    return {PLUGIN_ENV: json.dumps({"emulated_read_ms": emulated_read_ms})}
+
+
+def plugin_settings() -> dict | None:
+    """The marker's settings in this process, or None: not a lorafleet engine."""
+    raw = os.environ.get(PLUGIN_ENV)
+    if not raw:
+        return None
+    try:
+        settings = json.loads(raw)
+    except json.JSONDecodeError:
+        logger.warning("lorafleet: %s is not JSON (%r); the vLLM plugin stays off", PLUGIN_ENV, raw[:80])
+        return None
+    return settings if isinstance(settings, dict) else None
 
 
 def mask_negative_lora_indices(kernel):
@@ -68,8 +96,7 @@ def delay_adapter_reads(load_adapter, delay_s: float):
     return delayed
 
 
-def _emulate_slow_reads() -> None:
-    delay_ms = float(os.environ.get(EMULATED_READ_ENV, "0") or 0)
+def _emulate_slow_reads(delay_ms: float) -> None:
     if delay_ms <= 0:
         return
     from vllm.lora.worker_manager import WorkerLoRAManager
@@ -79,20 +106,41 @@ def _emulate_slow_reads() -> None:
 
 
 def register() -> None:
-    """vLLM general-plugin entry point, run in every vLLM process: patch the PyTorch LoRA
-    kernels, make an EngineCore process exit with its replica (engine_lifetime), and
-    emulate slow adapter reads when the environment asks for it."""
+    """vLLM general-plugin entry point, run in every vLLM process. In lorafleet's engines
+    only (see "Scope"): patch the PyTorch LoRA kernels, make an EngineCore process exit
+    with its replica (engine_lifetime), and emulate slow adapter reads if configured."""
+    settings = plugin_settings()
+    if settings is None:
+        return
     from deployments.engine.lifetime import arm_engine_core
 
     arm_engine_core()
-    _emulate_slow_reads()
+    _emulate_slow_reads(float(settings.get("emulated_read_ms") or 0))
     _patch_lora_kernels()
+    state = plugin_state()
+    if not state["applied"] or not state["version_ok"]:
+        logger.warning("lorafleet's vLLM plugin was written for vLLM %sx; this is vLLM %s and the LoRA kernel fix is %s",
+                       WRITTEN_FOR, state["vllm_version"], "applied" if state["applied"] else "NOT applied")
+
+
+def plugin_state() -> dict:
+    """Whether the kernel fix is in place in this process, and the vLLM version."""
+    import vllm
+
+    version = getattr(vllm, "__version__", "unknown")
+    try:
+        from vllm.lora.ops.torch_ops import lora_ops
+    except ImportError:
+        applied = False
+    else:
+        applied = all(getattr(getattr(lora_ops, k, None), _PATCHED_FLAG, False) for k in _KERNELS)
+    return {"applied": applied, "version_ok": version.startswith(WRITTEN_FOR), "vllm_version": version}
 
 
 def _patch_lora_kernels() -> None:
     try:
         from vllm.lora.ops.torch_ops import lora_ops
-    except ImportError:  # a vLLM without the PyTorch LoRA ops: nothing to fix
+    except ImportError:  # a vLLM without the PyTorch LoRA ops: nothing to fix (plugin_state says so)
         return
     import sys
 

@@ -192,6 +192,19 @@ USAGE_COMPLETION_TOKENS = _counter(
 RATE_LIMITED = _counter(
     "lorafleet_rate_limited_requests_total",
     "Requests refused with 429 by a per-key limit, by tenant and limit (requests or tokens).", "tenant", "limit")
+USAGE_ESTIMATED = _counter(
+    "lorafleet_usage_estimated_total",
+    "Requests whose client left mid-generation and whose engine never reported what it produced (the replica "
+    "died): billed what the ingress saw leave the engine, a lower bound.")
+LEDGER_WRITE_FAILURES = _counter(
+    "lorafleet_ledger_write_failures_total",
+    "Failed writes of recorded usage to the ledger's database (the usage is kept and retried).")
+# engine replicas: the vLLM plugin
+VLLM_PLUGIN_APPLIED = _gauge(
+    "lorafleet_vllm_plugin_applied_replicas",
+    "1 if lorafleet's vLLM plugin (the LoRA kernel fix) is in place in a replica's engine and was written for its "
+    "vLLM version, else 0.",
+    "replica", "vllm_version")
 
 # Every definition above, in definition order (for docs, dashboards checks and tests).
 ALL_METRICS: tuple[MetricSpec, ...] = tuple(v for v in dict(globals()).values() if isinstance(v, MetricSpec))
@@ -338,21 +351,37 @@ def record_rate_limited(tenant: str, limit: str) -> None:
     metric(RATE_LIMITED).inc(1, {"tenant": tenant, "limit": limit})
 
 
+def record_estimated_usage(count: int = 1) -> None:
+    metric(USAGE_ESTIMATED).inc(count)
+
+
+def record_ledger_write_failure() -> None:
+    metric(LEDGER_WRITE_FAILURES).inc(1)
+
+
+def record_plugin_state(replica_id: str, state: dict) -> None:
+    applied = 1.0 if state["applied"] and state["version_ok"] else 0.0
+    metric(VLLM_PLUGIN_APPLIED).set(applied, {"replica": replica_id, "vllm_version": state["vllm_version"]})
+
+
 # ---- engine replica --------------------------------------------------------------------
 
 
-def usage_probe() -> Any:
+def usage_probe(request_id: str | None = None) -> Any:
     """A bare Starlette request to pass to vLLM's serving layer as `raw_request`.
 
     vLLM stores each request's final usage (prompt and completion tokens over all
     choices) on `raw_request.state.request_metadata.final_usage_info` when the response
     is complete, streamed or not ("for FastAPI middleware"), so the replica learns the
     token counts without reading the stream or asking the client for `include_usage`.
-    Its headers are empty, so vLLM behaves as with `raw_request=None`.
+    Its only header is `X-Request-Id` (when given), which vLLM uses to name the
+    request's engine requests, so they can be traced back to the lorafleet request
+    (deployments.engine.usage_meter); otherwise vLLM behaves as with `raw_request=None`.
     """
     from starlette.requests import Request
 
-    return Request({"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""})
+    headers = [(b"x-request-id", request_id.encode())] if request_id else []
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": headers, "query_string": b""})
 
 
 def record_usage(replica_id: str, adapter: str | None, probe: Any) -> None:

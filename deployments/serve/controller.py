@@ -8,6 +8,13 @@ are re-placed at the next plan). The planning itself is the pure `PlacementLoop`
 (cluster/placement), the same code the simulator runs. It holds no state replicas
 cannot rebuild: a restarted controller is complete again after a few reports, and
 while it is down, replicas keep serving and routers route on replica stats alone.
+
+It also carries one message the request path cannot: when a client leaves
+mid-generation, its stream is cancelled, so the engine's count of what it produced
+(`AbortedUsage`) reaches the ingress replica holding the bill through here
+(`record_aborted_usage` from replicas, `take_aborted_usage` from ingresses). A lost
+report (a controller restart) costs exactness, not usage: the ingress then bills what
+it saw (deployments.tenancy.billing).
 """
 
 from __future__ import annotations
@@ -20,10 +27,15 @@ from ray import serve
 from cluster.placement.loop import PlacementLoop
 from cluster.placement.settings import PlacementSettings
 from cluster.stats import ReplicaStats
+from deployments.engine.protocol import AbortedUsage
 from deployments.observability import metrics
 
 # A replica silent for this many report periods is considered gone.
 STALE_AFTER_PERIODS = 5
+# Aborted-usage reports held per ingress replica until it takes them (an ingress that
+# never does, e.g. one that died, cannot grow the controller without bound).
+MAX_ABORT_REPORTS_PER_INGRESS = 10_000
+MAX_UNSERVABLE = 10_000  # adapter contents remembered as unservable (each is a 64-hex fingerprint)
 
 
 @serve.deployment(name="FleetController", num_replicas=1, max_ongoing_requests=1000)
@@ -35,21 +47,31 @@ class FleetController:
         self._replicas: dict[str, ReplicaStats] = {}
         self._received_at: dict[str, float] = {}
         self._live_gauge = metrics.LiveReplicasGauge(self._live, report_period_s)
+        self._unservable: dict[str, None] = {}  # adapter fingerprints some engine refused (oldest first)
+        self._aborted: dict[str, list[AbortedUsage]] = {}
+        self._aborted_ready: dict[str, asyncio.Event] = {}
 
-    async def report(self, stats: dict) -> dict | None:
-        """Record a replica's stats; return what it should hold ({"gpu": [...], "cpu": [...]}),
-        or None when placement is off."""
+    async def report(self, stats: dict, unservable: list[str] | None = None) -> dict:
+        """Record a replica's stats (and the adapter contents its engine refused); answer
+        {"desired": what it should hold ({"gpu": [...], "cpu": [...]}, None when placement
+        is off), "unservable": every adapter fingerprint the fleet found unloadable}."""
         replica = ReplicaStats.from_dict(stats)
         now = time.monotonic()
         self._replicas[replica.replica_id] = replica
         self._received_at[replica.replica_id] = now
         self._live_gauge.ensure_running()
+        for fingerprint in unservable or ():
+            self._unservable.setdefault(fingerprint, None)
+        while len(self._unservable) > MAX_UNSERVABLE:
+            self._unservable.pop(next(iter(self._unservable)))
+        answer = {"desired": None, "unservable": list(self._unservable)}
         if self._loop is None:
-            return None
+            return answer
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
         desired = self._loop.report(replica, now)
-        return {"gpu": sorted(desired.gpu), "cpu": sorted(desired.cpu)}
+        answer["desired"] = {"gpu": sorted(desired.gpu), "cpu": sorted(desired.cpu)}
+        return answer
 
     async def _tick_forever(self) -> None:
         """Fold reports into the demand estimate and re-plan every placement period."""
@@ -77,3 +99,22 @@ class FleetController:
 
     async def snapshot(self) -> list[dict]:
         return [s.to_dict() for s in self._live()]
+
+    async def record_aborted_usage(self, reports: list[AbortedUsage]) -> None:
+        """From an engine replica: what it produced for requests whose clients left."""
+        for report in reports:
+            held = self._aborted.setdefault(report.ingress_id, [])
+            held.append(report)
+            del held[:-MAX_ABORT_REPORTS_PER_INGRESS]
+            self._aborted_ready.setdefault(report.ingress_id, asyncio.Event()).set()
+
+    async def take_aborted_usage(self, ingress_id: str, wait_s: float = 5.0) -> list[AbortedUsage]:
+        """For an ingress replica: its reports, waiting up to `wait_s` for the first."""
+        ready = self._aborted_ready.setdefault(ingress_id, asyncio.Event())
+        if not self._aborted.get(ingress_id):
+            try:
+                await asyncio.wait_for(ready.wait(), timeout=wait_s)
+            except asyncio.TimeoutError:
+                pass
+        ready.clear()
+        return self._aborted.pop(ingress_id, [])

@@ -1,9 +1,15 @@
-"""The engine replica as a Ray Serve deployment: thin glue around `VLLMEngine`.
+"""The engine replica as a Ray Serve deployment: thin glue around an `Engine`.
 
 Ray Serve gives it three hooks that matter: `record_routing_stats` (what the request
 router sees of this replica), `check_health` (a dead engine fails it, so Serve
 replaces the replica instead of letting it answer errors forever) and the streaming
-handle call `generate`.
+handle call `generate`. The engine comes from an import path (`engine_factory`, vLLM
+by default), so the same glue runs over a fake engine in the fast test tier.
+
+Every `stats_report_period_s` it reports to the fleet controller and gets back the
+adapters placement wants here and the adapter contents the fleet found unservable;
+what the engine produced for requests stopped mid-generation goes to the controller
+at once (the ingress waits for it to bill those requests).
 """
 
 from __future__ import annotations
@@ -15,29 +21,29 @@ import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from adapters.validation import AdapterSpec
 from deployments.adapter_store import open_adapter_store
-from deployments.observability import metrics
 from deployments.config import LorafleetConfig
-from deployments.engine.protocol import Endpoint
-from deployments.engine.vllm_engine import VLLMEngine
+from deployments.engine.base import VLLM_ENGINE, load_engine_factory
+from deployments.engine.protocol import EngineCall
+from deployments.observability import metrics
 
 logger = logging.getLogger(__name__)
 
 
 @serve.deployment(name="EngineReplica")
 class EngineReplica:
-    async def __init__(self, config: dict, controller: DeploymentHandle | None = None):
+    async def __init__(self, config: dict, controller: DeploymentHandle | None = None, engine_factory: str = VLLM_ENGINE):
         self.config = LorafleetConfig.model_validate(config)
         metrics.configure(self.config)
         context = serve.get_replica_context()
         replica_id = context.replica_id.unique_id
         node_id = ray.get_runtime_context().get_node_id()
         self._store = open_adapter_store(self.config)
-        self.engine = VLLMEngine(self.config, replica_id, node_id=node_id, materialize=self._store.materialize)
+        self.engine = load_engine_factory(engine_factory)(self.config, replica_id, node_id=node_id, store=self._store)
         await self.engine.start()
         self._controller = controller
         self._gpus = metrics.GpuMonitor.for_replica(replica_id)  # None without a GPU: no GPU metrics
+        self._background: set[asyncio.Task] = set()
         self._reporter = asyncio.get_running_loop().create_task(self._report_forever())
         logger.info("engine replica %s ready on node %s", replica_id, node_id)
 
@@ -52,17 +58,34 @@ class EngineReplica:
                 if self._gpus is not None:
                     await self._gpus.publish()
                 if self._controller is not None:
-                    desired = await self._controller.report.remote(stats.to_dict())
+                    answer = await self._controller.report.remote(stats.to_dict(), self.engine.take_unservable())
+                    self.engine.mark_unservable(answer.get("unservable", []))
+                    desired = answer.get("desired")
                     if desired is not None:
                         await self.engine.reconcile(desired["gpu"], desired["cpu"], self._store.resolve)
+                await self._send_aborted()
             except Exception as err:  # noqa: BLE001 - any failure: try again next period
                 logger.warning("stats report to the fleet controller failed: %s", err)
             await asyncio.sleep(period)
 
-    async def generate(self, endpoint: Endpoint, body: dict, adapter: AdapterSpec | None, avoid_replica: str | None = None):
+    async def _send_aborted(self) -> None:
+        reports = self.engine.take_aborted()
+        if reports and self._controller is not None:
+            await self._controller.record_aborted_usage.remote(reports)
+
+    def _send_aborted_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._send_aborted())
+        self._background.add(task)  # a reference until done: the loop keeps only weak ones
+        task.add_done_callback(self._background.discard)
+
+    async def generate(self, call: EngineCall, avoid_replica: str | None = None):
         """`avoid_replica` is for the request router (a retry names the replica that died)."""
-        async for item in self.engine.generate(endpoint, body, adapter):
-            yield item
+        try:
+            async for item in self.engine.generate(call):
+                yield item
+        except (asyncio.CancelledError, GeneratorExit):
+            self._send_aborted_soon()  # the ingress is waiting for this request's count to bill it
+            raise
 
     def record_routing_stats(self) -> dict:
         return self.engine.stats().to_dict()

@@ -79,10 +79,11 @@ class AdapterTotal(_Totals):
 
 class UsageLedger:
     def __init__(self, path: str | Path, *, flush_period_s: float = 0.5, clock: Callable[[], float] = time.time,
-                 background: bool = True):
+                 background: bool = True, on_write_failure: Callable[[], None] | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
+        self._on_write_failure = on_write_failure
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -133,6 +134,8 @@ class UsageLedger:
                 self.flush()
             except sqlite3.Error as err:
                 logger.error("usage ledger write failed, retrying next period: %s", err)
+                if self._on_write_failure is not None:
+                    self._on_write_failure()
 
     def close(self) -> None:
         """Stop the writer and write everything recorded so far."""

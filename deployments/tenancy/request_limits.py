@@ -2,64 +2,36 @@
 engine sees the request, and the token reservation a request makes against its key's
 tokens per minute.
 
-Prompt tokens are counted with the base model's own tokenizer the way vLLM counts
-them (completions: the prompt with special tokens; chat: the chat template rendered,
-then tokenized without adding special tokens again), so "prompt too long" is a 400
-naming the limit before generation, and the reservation matches what the engine will
-report as `usage.prompt_tokens`.
+Prompt tokens are counted by the caller (`count_prompt`, the API's
+`deployments.api.prompt_tokens.PromptCounter`, which renders prompts the way vLLM does),
+so "prompt too long" is a 400 naming the limit before generation, and the reservation
+matches what the engine will report as `usage.prompt_tokens`.
+
+Every numeric field a limit reads must be an integer (not "64", not 64.0): vLLM's
+models would coerce those after the check, so `n: "64"` once slipped past `max_n`
+and was reserved as n=1 while vLLM ran 64 choices.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from deployments.errors import InvalidRequest
 from deployments.engine.protocol import Endpoint
 
 _MAX_TOKEN_KEYS = {Endpoint.COMPLETIONS: ("max_tokens",), Endpoint.CHAT: ("max_tokens", "max_completion_tokens")}
+# Fields a limit or the token reservation reads: each must be a JSON integer or null.
+_INTEGER_FIELDS = {
+    Endpoint.COMPLETIONS: ("n", "best_of", "max_tokens", "min_tokens"),
+    Endpoint.CHAT: ("n", "best_of", "max_tokens", "max_completion_tokens", "min_tokens"),
+}
 
 
-class PromptCounter:
-    """Counts prompt tokens with a Hugging Face tokenizer (`load` reads it from the base
-    model's source, as the engine does)."""
-
-    def __init__(self, tokenizer: Any):
-        self.tokenizer = tokenizer
-
-    @classmethod
-    def load(cls, source: str) -> "PromptCounter":
-        from transformers import AutoTokenizer
-
-        return cls(AutoTokenizer.from_pretrained(source))
-
-    def __call__(self, body: dict, endpoint: Endpoint) -> list[int]:
-        """Tokens of each prompt of the request (a completions request may batch several)."""
-        if endpoint is Endpoint.CHAT:
-            messages = [_text_message(m) for m in body.get("messages") or []]
-            try:
-                text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            except Exception:  # noqa: BLE001 - a template that rejects the messages: count their text
-                text = "\n".join(str(m.get("content") or "") for m in messages)
-            return [len(self.tokenizer(text, add_special_tokens=False)["input_ids"])]
-        prompt = body.get("prompt")
-        if isinstance(prompt, str):
-            prompts: list = [prompt]
-        elif isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-            return [len(prompt)]  # one prompt given as token ids
-        else:
-            prompts = list(prompt or [])
-        return [len(p) if isinstance(p, list) else len(self.tokenizer(str(p))["input_ids"]) for p in prompts]
-
-
-def _text_message(message: dict) -> dict:
-    """A chat message with list-of-parts content joined into text, as vLLM renders it."""
-    content = message.get("content")
-    if isinstance(content, list):
-        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        return {**message, "content": "\n".join(parts)}
-    return message
+def _require_integer(body: dict, key: str) -> None:
+    value = body.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidRequest(f"`{key}` must be an integer, got {value!r}.", param=key)
 
 
 @dataclass(frozen=True)
@@ -68,6 +40,7 @@ class Admission:
 
     body: dict
     max_tokens_reserved: int
+    prompt_tokens: int | None = None  # counted at the ingress (None: not counted)
 
 
 def check_limits(
@@ -82,19 +55,20 @@ def check_limits(
 ) -> Admission:
     """Raise InvalidRequest naming the limit, or return the body to send (max_tokens
     filled in with the server's limit when the client gave none) and its token bound:
-    per prompt, its tokens plus n x max_tokens."""
-    n = body.get("n", 1)
-    if n is None:
-        n = 1
-    if isinstance(n, int) and not isinstance(n, bool) and n > max_n:
+    per prompt, its tokens plus max(n, best_of) x max_tokens."""
+    for key in _INTEGER_FIELDS[endpoint]:
+        _require_integer(body, key)
+    n = body.get("n")
+    n = 1 if n is None else n
+    if n > max_n:
         raise InvalidRequest(f"`n` is {n}, above this server's limit of {max_n} (server.limits.max_n).", param="n")
-    n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+    n = max(n, 1, body.get("best_of") or 1)  # best_of generates that many sequences, n are returned
 
     keys = _MAX_TOKEN_KEYS[endpoint]
-    asked = [body[k] for k in keys if isinstance(body.get(k), int) and not isinstance(body.get(k), bool)]
+    asked = [body[k] for k in keys if body.get(k) is not None]
     for key in keys:
         value = body.get(key)
-        if max_tokens is not None and isinstance(value, int) and not isinstance(value, bool) and value > max_tokens:
+        if max_tokens is not None and value is not None and value > max_tokens:
             raise InvalidRequest(
                 f"`{key}` is {value}, above this server's limit of {max_tokens} tokens (server.limits.max_tokens).",
                 param=key,
@@ -119,4 +93,4 @@ def check_limits(
     for tokens in prompts:
         generate = min(asked) if asked else max(0, max_model_len - tokens)
         reserved += tokens + n * generate
-    return Admission(body, reserved)
+    return Admission(body, reserved, sum(prompts))

@@ -11,14 +11,9 @@ import shutil
 import tarfile
 
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.testclient import TestClient
-
 from adapters.archive import pack_folder
 from adapters.store import LocalAdapterStore
-from deployments.api.registry import AdminAPI
-from deployments.tenancy.keys import Principal, anonymous
-from deployments.config import AdapterStoreConfig
+from tests.api_harness import ApiHarness
 
 MB = 1024 * 1024
 
@@ -31,38 +26,20 @@ def store(tmp_path, demo_assets, base_info):
 
 
 @pytest.fixture
-def api(store):
-    settings = AdapterStoreConfig(uri=str(store.root), max_upload_bytes=2 * MB, max_unpacked_bytes=4 * MB, max_files=8)
-    admin = AdminAPI(store, settings)
-    app = FastAPI()
+def harness(store, tmp_path, demo_assets):
+    config = {"adapters": {"max_upload_bytes": 2 * MB, "max_unpacked_bytes": 4 * MB, "max_files": 8,
+                           "import_roots": [str(demo_assets / "adapters"), str(tmp_path / "imports")]}}
+    return ApiHarness.create(tmp_path, store.root, demo_assets / "base", config=config)
 
-    def caller(request: Request) -> Principal:
-        """Who calls: a `x-test-tenant` header makes a tenant key of that tenant; without
-        it the caller is the auth-off admin (the ingress authenticates in production)."""
-        tenant = request.headers.get("x-test-tenant")
-        return Principal(f"k-{tenant}", tenant, "tenant") if tenant else anonymous()
 
-    @app.post("/v1/adapters")
-    async def create(request: Request):
-        return await admin.create(request, caller(request))
+@pytest.fixture
+def api(harness):
+    return harness.client
 
-    @app.get("/v1/adapters")
-    async def listing(request: Request):
-        return await admin.list(caller(request))
 
-    @app.get("/v1/adapters/{model}/archive")
-    async def archive(model: str, request: Request):
-        return await admin.archive(model, caller(request))
-
-    @app.get("/v1/adapters/{model}")
-    async def show(model: str, request: Request):
-        return await admin.show(model, caller(request))
-
-    @app.delete("/v1/adapters/{model}")
-    async def delete(model: str, request: Request):
-        return await admin.delete(model, caller(request))
-
-    return TestClient(app)
+def _as(tenant: str | None) -> dict:
+    """Request headers acting as `tenant`'s key (None: the admin's, the client's default)."""
+    return {"Authorization": f"Bearer lf-test-{tenant}-key"} if tenant else {}
 
 
 @pytest.fixture
@@ -75,8 +52,7 @@ def _snapshot(store):
 
 
 def _upload(api, archive: bytes, name="custom", tenant=None, **fields):
-    headers = {"x-test-tenant": tenant} if tenant else {}
-    return api.post("/v1/adapters", data={"name": name, **fields}, headers=headers,
+    return api.post("/v1/adapters", data={"name": name, **fields}, headers=_as(tenant),
                     files={"file": ("a.tar.gz", archive, "application/gzip")})
 
 
@@ -230,19 +206,55 @@ def test_missing_file_part_and_wrong_content_type(api, haiku):
     assert response.status_code == 400 and "multipart" in response.json()["error"]["message"]
 
 
-def test_import_from_a_local_folder(api, haiku, tmp_path):
+def test_an_admin_imports_from_an_import_root(api, haiku, tmp_path):
     response = api.post("/v1/adapters", json={"name": "imported", "uri": str(haiku)})
     assert response.status_code == 201, response.text
     assert response.json()["source"] == "import"
-    response = api.post("/v1/adapters", json={"name": "imported", "uri": str(tmp_path / "nowhere")})
-    assert response.status_code == 400 and "not a folder" in response.json()["error"]["message"]
-    linked = tmp_path / "linked"
+    (tmp_path / "imports").mkdir()
+    response = api.post("/v1/adapters", json={"name": "imported", "uri": str(tmp_path / "imports" / "nowhere")})
+    assert response.status_code == 400 and "nothing to import" in response.json()["error"]["message"]
+    linked = tmp_path / "imports" / "linked"
     shutil.copytree(haiku, linked)
     (linked / "secret").symlink_to("/etc/passwd")
     response = api.post("/v1/adapters", json={"name": "imported", "uri": str(linked)})
     assert response.status_code == 400 and "symbolic link" in response.json()["error"]["message"]
     response = api.post("/v1/adapters", json={"name": "imported", "uri": "relative/path"})
     assert response.status_code == 400
+
+
+def test_a_tenant_cannot_import_by_uri_at_all(api, haiku, store):
+    """Before: any key could import any server path, e.g. another tenant's private
+    version inside the store, become the copy's owner and download it."""
+    before = _snapshot(store)
+    response = api.post("/v1/adapters", json={"name": "stolen", "uri": str(haiku)}, headers=_as("beta"))
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "permission_denied"
+    assert _snapshot(store) == before
+
+
+def test_importing_from_inside_the_store_is_refused_even_for_an_admin(api, store, haiku, tmp_path):
+    """The victim's published files, reached directly or through a symlink planted in an
+    import root, are never a source: the path is resolved before the check."""
+    assert _upload(api, pack_folder(haiku), name="victim", tenant="acme", visibility="private").status_code == 201
+    files = store.root / "victim" / "1" / "files"
+    (tmp_path / "imports").mkdir()
+    (tmp_path / "imports" / "sneaky").symlink_to(files)
+    before = _snapshot(store)
+    for uri in (str(files), str(store.root / "poet"), str(tmp_path / "imports" / "sneaky")):
+        response = api.post("/v1/adapters", json={"name": "copy", "uri": uri})
+        assert response.status_code == 403, (uri, response.text)
+        assert "import root" in response.json()["error"]["message"]
+    assert _snapshot(store) == before
+
+
+def test_a_refused_import_says_nothing_about_whether_a_server_path_exists(api):
+    """Before: importing /etc answered with the name of a file inside it."""
+    answers = []
+    for uri in ("/etc", "/etc/ssl", "/no/such/folder/anywhere", "/root"):
+        response = api.post("/v1/adapters", json={"name": "probe", "uri": uri})
+        assert response.status_code == 403
+        answers.append(response.json()["error"]["message"].replace(repr(uri), "URI"))
+    assert len(set(answers)) == 1, answers
 
 
 def test_delete_then_404(api, haiku):
@@ -264,12 +276,12 @@ def test_a_tenants_upload_is_owned_by_it_and_private_ones_are_invisible_to_other
     assert created.status_code == 201, created.text
     assert created.json()["owner"] == "acme"
     for path in ("/v1/adapters/acme-private", "/v1/adapters/acme-private/archive"):
-        assert api.get(path, headers={"x-test-tenant": "acme"}).status_code == 200
-        hidden = api.get(path, headers={"x-test-tenant": "beta"})
-        missing = api.get(path.replace("acme-private", "nobody-here"), headers={"x-test-tenant": "beta"})
+        assert api.get(path, headers=_as("acme")).status_code == 200
+        hidden = api.get(path, headers=_as("beta"))
+        missing = api.get(path.replace("acme-private", "nobody-here"), headers=_as("beta"))
         assert hidden.status_code == missing.status_code == 404
         assert hidden.json()["error"]["message"].replace("acme-private", "X") == missing.json()["error"]["message"].replace("nobody-here", "X")
-    beta_sees = {a["id"] for a in api.get("/v1/adapters", headers={"x-test-tenant": "beta"}).json()["data"]}
+    beta_sees = {a["id"] for a in api.get("/v1/adapters", headers=_as("beta")).json()["data"]}
     assert "acme-private" not in beta_sees and "poet" in beta_sees
     assert "acme-private" in {a["id"] for a in api.get("/v1/adapters").json()["data"]}  # admin sees all
 
@@ -287,7 +299,7 @@ def test_a_tenant_may_not_upload_for_another_owner_or_over_anothers_adapter(api,
 
 def test_only_the_owner_or_an_admin_deletes(api, haiku):
     assert _upload(api, pack_folder(haiku), name="acme-public", tenant="acme").status_code == 201
-    assert api.delete("/v1/adapters/acme-public", headers={"x-test-tenant": "beta"}).status_code == 403
-    assert api.delete("/v1/adapters/poet", headers={"x-test-tenant": "acme"}).status_code == 403  # the operator's
-    assert api.delete("/v1/adapters/acme-public", headers={"x-test-tenant": "acme"}).status_code == 200
+    assert api.delete("/v1/adapters/acme-public", headers=_as("beta")).status_code == 403
+    assert api.delete("/v1/adapters/poet", headers=_as("acme")).status_code == 403  # the operator's
+    assert api.delete("/v1/adapters/acme-public", headers=_as("acme")).status_code == 200
     assert api.get("/v1/adapters/acme-public").status_code == 404

@@ -21,8 +21,11 @@ class FakeEngine:
     def __init__(self):
         self.added = []
         self.removed = []
+        self.refuse = set()  # lora names whose weights "vLLM" rejects
 
     async def add_lora(self, request):
+        if request.lora_name in self.refuse:
+            raise ValueError("lora_A shape mismatch")
         self.added.append((request.lora_name, request.lora_int_id, request.lora_path))
 
     async def remove_lora(self, lora_id):
@@ -42,7 +45,7 @@ def engine():
             raise AdapterLoadError(f"adapter `{spec.served_id}` is corrupted in the store", retriable=False)
         return f"/cache/{spec.fingerprint}" if spec.files else spec.path  # as AdapterStore.materialize
 
-    e = VLLMEngine(config, "r1", materialize=materialize)
+    e = VLLMEngine(config, "r1", store=SimpleNamespace(materialize=materialize))
     e.engine = FakeEngine()
     e._models = SimpleNamespace(lora_requests={})
     return e
@@ -80,3 +83,35 @@ async def test_a_version_that_fails_verification_never_reaches_the_engine(engine
     assert engine.engine.added == []
     assert engine._loading == set()
     assert "x@1" not in engine._models.lora_requests
+
+
+async def test_weights_the_engine_refuses_make_the_adapter_unservable_fleet_wide(engine):
+    """A 400 adapter_invalid (not a 500), and never handed to vLLM again; the
+    fingerprint goes to the controller, which spreads it to every replica."""
+    from adapters.errors import AdapterInvalid
+
+    engine.engine.refuse.add("x@1")
+    with pytest.raises(AdapterInvalid):
+        await engine.ensure_adapter(_spec("x", "1", "poison"))
+    assert engine.take_unservable() == ["poison"] and engine.take_unservable() == []
+    engine.engine.refuse.clear()
+    with pytest.raises(AdapterInvalid):  # refused at once: the engine is not asked again
+        await engine.ensure_adapter(_spec("x", "1", "poison"))
+    assert engine.engine.added == []
+    other = VLLMEngine(engine.config, "r2", store=SimpleNamespace(materialize=lambda spec: spec.path))
+    other.engine = FakeEngine()
+    other._models = SimpleNamespace(lora_requests={})
+    other.mark_unservable(["poison"])  # what the controller's answer carries
+    with pytest.raises(AdapterInvalid):
+        await other.ensure_adapter(_spec("x", "1", "poison"))
+    assert other.engine.added == []
+
+
+async def test_registrations_do_not_outlive_the_engines_host_cache(engine):
+    """Per-version tables are bounded by what vLLM holds: an adapter its LRU dropped is
+    forgotten and registered afresh on its next use."""
+    for version in range(1, 8):  # max_cpu_loras is 4 by default
+        await engine.ensure_adapter(_spec("x", str(version), f"f{version}"))
+    assert len(engine._registered) <= engine.config.engine.max_cpu_loras + 1
+    assert set(engine._models.lora_requests) == set(engine._registered)
+    assert not engine._lora_locks

@@ -21,7 +21,7 @@ def test_controller_plans_from_reports_and_hands_each_replica_its_share():
         for _ in range(40):
             counts = {"poet": counts["poet"] + 20, "haiku": counts["haiku"] + 5}
             for rid in ("r1", "r2"):
-                desired[rid] = await controller.report(_stats(rid, counts))
+                desired[rid] = (await controller.report(_stats(rid, counts)))["desired"]
             await asyncio.sleep(0.01)
         return controller, desired
 
@@ -35,6 +35,31 @@ def test_controller_plans_from_reports_and_hands_each_replica_its_share():
 
 def test_controller_without_placement_only_collects_stats():
     controller = Controller(report_period_s=1.0, placement=None)
-    assert asyncio.run(controller.report(_stats("r1", {"poet": 1}))) is None
+    assert asyncio.run(controller.report(_stats("r1", {"poet": 1})))["desired"] is None
     assert [s["replica_id"] for s in asyncio.run(controller.snapshot())] == ["r1"]
     assert asyncio.run(controller.placement())["enabled"] is False
+
+
+def test_an_adapter_one_engine_refused_is_unservable_for_every_replica():
+    controller = Controller(report_period_s=1.0, placement=None)
+    assert asyncio.run(controller.report(_stats("r1", {}), ["f-poison"]))["unservable"] == ["f-poison"]
+    assert asyncio.run(controller.report(_stats("r2", {})))["unservable"] == ["f-poison"]
+
+
+def test_aborted_usage_reaches_the_ingress_that_holds_the_bill_and_no_other():
+    from deployments.engine.protocol import AbortedUsage
+
+    async def scenario():
+        controller = Controller(report_period_s=1.0, placement=None)
+        waiting = asyncio.ensure_future(controller.take_aborted_usage("ingress-a", 5.0))
+        await asyncio.sleep(0)
+        await controller.record_aborted_usage([AbortedUsage("r" * 32, "ingress-a", 7, 3),
+                                               AbortedUsage("s" * 32, "ingress-b", 1, 1)])
+        mine = await asyncio.wait_for(waiting, 1.0)  # woken by the report, not by the timeout
+        nothing = await controller.take_aborted_usage("ingress-a", 0.01)
+        theirs = await controller.take_aborted_usage("ingress-b", 0.01)
+        return mine, nothing, theirs
+
+    mine, nothing, theirs = asyncio.run(scenario())
+    assert [(r.request_id, r.prompt_tokens, r.completion_tokens) for r in mine] == [("r" * 32, 7, 3)]
+    assert nothing == [] and [r.ingress_id for r in theirs] == ["ingress-b"]

@@ -1,108 +1,98 @@
 """The ingress's one retry: a request whose replica died before answering (no
 ResponseHead yet) is sent once more, steered away from that replica; a failure after
-the head is never retried; a second death is a 503. Fake engine handle, real
-ingress methods (no Ray cluster)."""
+the head is never retried; a second death is a 503. Through the real API app, with a
+scripted engine client (no Ray)."""
 
 import asyncio
-from types import SimpleNamespace
 
 import pytest
 from ray.exceptions import ActorDiedError
 
+from adapters.errors import AdapterInvalid
+from deployments.api.completions import ATTEMPTS_HEADER, REPLICA_HEADER
+from deployments.engine.protocol import FinalUsage, ResponseHead
 from deployments.errors import EngineDead
-from deployments.tenancy.admission import AdmissionGate
-from deployments.serve.ingress import ATTEMPTS_HEADER, REPLICA_HEADER, Ingress
-from deployments.engine.protocol import Endpoint, ResponseHead
+from deployments.serve.clients import RayEngineClient
+from tests.api_harness import ApiHarness, FakeStream
 
-IngressClass = Ingress.func_or_class
-
-
-class FakeStream:
-    def __init__(self, items):
-        self._items = list(items)
-        self.cancelled = False
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        if not self._items:
-            raise StopAsyncIteration
-        item = self._items.pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def cancel(self):
-        self.cancelled = True
+BODY = {"model": "lorafleet-tiny-llama", "prompt": "hi", "max_tokens": 2}
 
 
-class FakeEngine:
-    """`engine.options(...).generate.remote(...)` hands out the scripted streams in order."""
-
-    def __init__(self, *streams):
-        self.streams = list(streams)
-        self.calls = []
-
-    def options(self, **_):
-        return SimpleNamespace(generate=SimpleNamespace(remote=self._remote))
-
-    def _remote(self, endpoint, body, adapter, avoid_replica=None):
-        self.calls.append(avoid_replica)
-        return self.streams.pop(0)
+@pytest.fixture
+def api(tmp_path, demo_assets):
+    return ApiHarness.create(tmp_path, demo_assets / "adapters", demo_assets / "base")
 
 
-def _ingress(engine):
-    fake = SimpleNamespace(engine=engine, admission=AdmissionGate(4))
-    fake._open = lambda *a, **k: IngressClass._open(fake, *a, **k)
-    return fake
-
-
-def _call(fake):
-    ticket = fake.admission.try_enter()
-    observed = SimpleNamespace(first_chunk=lambda: None, finish=lambda status=None: None, ttft_s=None, status=None)
-    accounting = SimpleNamespace(finish=lambda usage, ended=True: None)
-    return asyncio.run(IngressClass._call_engine(fake, Endpoint.COMPLETIONS, {"model": "m"}, None, observed, ticket, accounting))
+def _answer(replica: str, *items) -> FakeStream:
+    return FakeStream(ResponseHead(200, replica, False), list(items) or ['{"choices": []}', FinalUsage(1, 2)])
 
 
 def _died(replica):
     return EngineDead("engine died", replica=replica)
 
 
-def test_a_death_before_the_head_is_retried_once_avoiding_the_dead_replica():
-    engine = FakeEngine(FakeStream([_died("r1")]), FakeStream([ResponseHead(200, "r2", False), '{"ok": true}']))
-    response = _call(_ingress(engine))
-    assert response.status_code == 200
-    assert engine.calls == [None, "r1"]
+def test_a_death_before_the_head_is_retried_once_avoiding_the_dead_replica(api):
+    api.engine.next_streams = [_died("r1"), _answer("r2")]
+    response = api.client.post("/v1/completions", json=BODY)
+    assert response.status_code == 200, response.text
+    assert api.engine.avoided == [None, "r1"]
     assert response.headers[REPLICA_HEADER] == "r2" and response.headers[ATTEMPTS_HEADER] == "2"
 
 
-def test_a_dead_ray_actor_counts_as_a_dead_replica_and_is_retried_by_actor_id():
+def test_a_dead_ray_actor_counts_as_a_dead_replica_named_by_its_actor_id():
     died = ActorDiedError()
     died.actor_id = "abc123"
-    engine = FakeEngine(FakeStream([died]), FakeStream([ResponseHead(200, "r2", False), "{}"]))
-    assert _call(_ingress(engine)).status_code == 200
-    assert engine.calls == [None, "abc123"]
+
+    class Handle:
+        def options(self, **_):
+            return self
+
+        @property
+        def generate(self):
+            return self
+
+        def remote(self, call, avoid_replica=None):
+            return _RaisingStream(died)
+
+    with pytest.raises(EngineDead) as err:
+        asyncio.run(RayEngineClient(Handle()).open(_call()))
+    assert err.value.replica == "abc123"
 
 
-def test_a_second_death_is_a_503_not_a_third_try():
-    engine = FakeEngine(FakeStream([_died("r1")]), FakeStream([_died("r2")]), FakeStream([ResponseHead(200, "r3", False), "{}"]))
-    with pytest.raises(EngineDead):  # _respond maps it to 503 engine_unavailable + Retry-After
-        _call(_ingress(engine))
-    assert engine.calls == [None, "r1"]
+def test_a_second_death_is_a_503_not_a_third_try(api):
+    api.engine.next_streams = [_died("r1"), _died("r2"), _answer("r3")]
+    response = api.client.post("/v1/completions", json=BODY)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "engine_unavailable"
+    assert response.headers["Retry-After"]
+    assert api.engine.avoided == [None, "r1"]
 
 
-def test_a_failure_after_the_head_is_not_retried():
-    engine = FakeEngine(FakeStream([ResponseHead(200, "r1", False), _died("r1")]), FakeStream([ResponseHead(200, "r2", False), "{}"]))
-    with pytest.raises(EngineDead):
-        _call(_ingress(engine))
-    assert engine.calls == [None]
+def test_a_failure_after_the_head_is_not_retried(api):
+    api.engine.next_streams = [_answer("r1", _died("r1")), _answer("r2")]
+    response = api.client.post("/v1/completions", json=BODY)
+    assert response.status_code == 503
+    assert api.engine.avoided == [None]
 
 
-def test_other_errors_are_not_retried():
-    from adapters.errors import AdapterLoadError
+def test_other_errors_are_not_retried(api):
+    api.engine.next_streams = [AdapterInvalid("bad weights"), _answer("r2")]
+    response = api.client.post("/v1/completions", json=BODY)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "adapter_invalid"
+    assert api.engine.avoided == [None]
 
-    engine = FakeEngine(FakeStream([AdapterLoadError("bad weights", retriable=False)]), FakeStream([ResponseHead(200, "r2", False), "{}"]))
-    with pytest.raises(AdapterLoadError):
-        _call(_ingress(engine))
-    assert engine.calls == [None]
+
+class _RaisingStream:
+    def __init__(self, err):
+        self.err = err
+
+    async def __anext__(self):
+        raise self.err
+
+    def cancel(self):
+        pass
+
+
+def _call():
+    from deployments.engine.protocol import Endpoint, EngineCall
+
+    return EngineCall(Endpoint.COMPLETIONS, BODY, None, "0" * 32)

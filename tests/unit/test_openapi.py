@@ -5,12 +5,17 @@ schemas accept the requests the README shows."""
 import jsonschema
 import pytest
 
-from deployments.serve.ingress import app
 from deployments.api.openapi import CHAT_REQUEST, COMPLETION_REQUEST, ERROR_RESPONSE
+from tests.api_harness import ApiHarness
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, demo_assets):
+    return ApiHarness.create(tmp_path_factory.mktemp("openapi"), demo_assets / "adapters", demo_assets / "base").client.app
 
 
 @pytest.mark.parametrize("path, required", [("/v1/completions", ["model", "prompt"]), ("/v1/chat/completions", ["model", "messages"])])
-def test_completion_endpoints_document_their_body_and_openai_errors(path, required):
+def test_completion_endpoints_document_their_body_and_openai_errors(app, path, required):
     operation = app.openapi()["paths"][path]["post"]
     body = operation["requestBody"]["content"]["application/json"]["schema"]
     assert body["required"] == required

@@ -5,7 +5,8 @@ import pytest
 
 from deployments.errors import InvalidRequest
 from deployments.engine.protocol import Endpoint
-from deployments.tenancy.request_limits import PromptCounter, check_limits
+from deployments.api.prompt_tokens import PromptCounter
+from deployments.tenancy.request_limits import check_limits
 
 CHAT = [{"role": "user", "content": "Hello"}]
 

@@ -1,0 +1,184 @@
+"""Everything one ingress replica's API works with, built once from the config.
+
+`ApiContext` holds the request path's parts (the adapter catalog, the keys, the
+limiters, the admission gates, the usage ledger, the bills waiting for an engine's
+report) and the two clients to the rest of the fleet (`EngineClient`, `FleetClient`).
+The Ray Serve ingress builds it with clients over its deployment handles; tests build
+it with fakes, so the whole HTTP surface runs without Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.requests import Request
+
+from adapters.store import AdapterStore
+from deployments.api.clients import EngineClient, FleetClient
+from deployments.api.models import ModelCatalog
+from deployments.api.prompt_tokens import PromptCounter
+from deployments.config import LorafleetConfig
+from deployments.engine.protocol import FinalUsage
+from deployments.errors import LorafleetError, RateLimited
+from deployments.observability import metrics
+from deployments.tenancy.admission import AdmissionGate, ingress_admission_limit
+from deployments.tenancy.billing import Bill, PendingBills
+from deployments.tenancy.keys import KeyLimits, KeysFileWatcher, Principal, anonymous, bearer_token
+from deployments.tenancy.ledger import UsageLedger
+from deployments.tenancy.ratelimit import KeyRateLimiter, Reservation
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ApiContext:
+    config: LorafleetConfig
+    store: AdapterStore
+    catalog: ModelCatalog
+    engine: EngineClient
+    fleet: FleetClient
+    keys: KeysFileWatcher | None
+    default_limits: KeyLimits
+    limiter: KeyRateLimiter
+    admission: AdmissionGate
+    readers: AdmissionGate  # request bodies being read at once
+    uploads: AdmissionGate  # adapter uploads and imports being processed at once
+    ledger: UsageLedger | None
+    pending_bills: PendingBills
+    ingress_id: str = ""
+    counts_prompts: bool = False  # count every prompt (auth on: billing fallbacks need it)
+    _counter: concurrent.futures.Future | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ callers
+
+    def authenticate(self, request: Request) -> Principal:
+        """The caller, or Unauthenticated (401). Auth off: everyone is the local admin."""
+        if self.keys is None:
+            return anonymous(self.default_limits)
+        return self.keys.authenticate(bearer_token(request.headers.get("authorization")))
+
+    def count_request(self, principal: Principal) -> None:
+        """One request against the key's requests per second (429), on every route."""
+        try:
+            self.limiter.admit(principal)
+        except RateLimited as err:
+            metrics.record_rate_limited(principal.tenant, err.kind)
+            raise
+
+    def reserve_tokens(self, principal: Principal, tokens: int) -> Reservation | None:
+        try:
+            return self.limiter.reserve(principal, tokens)
+        except RateLimited as err:
+            metrics.record_rate_limited(principal.tenant, err.kind)
+            raise
+
+    def new_bill(self, principal: Principal, adapter: str, reservation: Reservation | None) -> Bill:
+        return Bill(self.limiter, self.ledger, principal, adapter, reservation, on_billed=_record_billed)
+
+    # ------------------------------------------------------------------ prompt tokens
+
+    def start_prompt_counter(self) -> None:
+        """Load the tokenizer in the background (transformers: seconds); only requests
+        that need a prompt count wait for it."""
+        if self._counter is None:
+            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tokenizer")
+            self._counter = pool.submit(PromptCounter.load, self.config.model.source)
+            pool.shutdown(wait=False)
+
+    async def prompt_counter(self) -> PromptCounter:
+        self.start_prompt_counter()
+        try:
+            return await asyncio.wrap_future(self._counter)
+        except Exception as err:  # noqa: BLE001 - e.g. a hub tokenizer the ingress cannot fetch
+            logger.error("cannot load the tokenizer of %s to count prompt tokens: %s", self.config.model.source, err)
+            raise LorafleetError("The server cannot count prompt tokens (tokenizer unavailable); see its log.") from err
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def collect_aborted_usage(self, wait_s: float = 5.0) -> None:
+        """Forever: bill requests whose clients left mid-generation with the engine's
+        report of what it produced; bills with no report by their deadline are billed
+        what the ingress saw (PendingBills)."""
+        while True:
+            try:
+                reports = await self.fleet.take_aborted_usage(self.ingress_id, wait_s)
+            except Exception as err:  # noqa: BLE001 - the controller restarts: try again
+                logger.warning("fetching aborted requests' usage from the fleet controller failed: %s", err)
+                reports = []
+                await asyncio.sleep(wait_s)
+            for report in reports:
+                self.pending_bills.settle(report.request_id, FinalUsage(report.prompt_tokens, report.completion_tokens))
+            self.pending_bills.expire()
+
+    def close(self) -> None:
+        """Shutdown: bill what still waits, write the ledger."""
+        self.pending_bills.flush()
+        if self.ledger is not None:
+            self.ledger.close()
+
+
+def _record_billed(principal: Principal, adapter: str, usage) -> None:
+    metrics.record_ledger_usage(principal.tenant, adapter, usage.prompt_tokens, usage.completion_tokens)
+
+
+def ledger_path(config: LorafleetConfig, store: AdapterStore) -> str:
+    """server.usage.ledger_path, else next to a local store (on its volume, so it
+    survives restarts); an S3 store has no local volume: the node-local adapter
+    cache is used, which a restart on another node does not keep (logged)."""
+    if config.server.usage.ledger_path:
+        return config.server.usage.ledger_path
+    root = getattr(store, "root", None)
+    if root is not None:
+        return str(Path(root) / ".lorafleet" / "usage.sqlite")
+    logger.warning("usage ledger kept in the node-local cache %s: set server.usage.ledger_path to a durable volume",
+                   store.cache_dir)
+    return str(Path(store.cache_dir) / "usage.sqlite")
+
+
+def build_context(
+    config: LorafleetConfig,
+    store: AdapterStore,
+    *,
+    engine: EngineClient,
+    fleet: FleetClient,
+    ingress_id: str = "",
+    clock: Callable[[], float] = time.monotonic,
+) -> ApiContext:
+    server, d = config.server, config.deployment
+    limits = KeyLimits(requests_per_second=server.limits.requests_per_second,
+                       tokens_per_minute=server.limits.tokens_per_minute)
+    admitted = ingress_admission_limit(configured=d.ingress_max_ongoing_requests, num_replicas=d.num_replicas,
+                                       max_ongoing_requests=d.max_ongoing_requests, max_queued_requests=d.max_queued_requests)
+    ledger = None
+    if server.usage.enabled:
+        ledger = UsageLedger(ledger_path(config, store), flush_period_s=server.usage.flush_period_s,
+                             on_write_failure=metrics.record_ledger_write_failure)
+    ctx = ApiContext(
+        config=config,
+        store=store,
+        catalog=ModelCatalog(store, config.model.served_name, config.model.source, int(time.time())),
+        engine=engine,
+        fleet=fleet,
+        keys=KeysFileWatcher(server.auth.keys_file, limits) if server.auth.enabled else None,
+        default_limits=limits,
+        limiter=KeyRateLimiter(shares=d.ingress_replicas, clock=clock),
+        admission=AdmissionGate(admitted),
+        readers=AdmissionGate(admitted),
+        uploads=AdmissionGate(config.adapters.max_concurrent_uploads),
+        ledger=ledger,
+        pending_bills=PendingBills(server.usage.abort_report_timeout_s, clock=clock, on_estimated=metrics.record_estimated_usage),
+        ingress_id=ingress_id,
+        counts_prompts=server.auth.enabled,
+    )
+    if server.auth.enabled or server.limits.max_prompt_tokens or server.limits.tokens_per_minute:
+        ctx.start_prompt_counter()
+    for entry in store.entries():
+        if entry.error:
+            logger.warning("adapter %s will not be served: %s", entry.name, entry.error)
+    return ctx
