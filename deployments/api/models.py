@@ -8,10 +8,32 @@ off the event loop.
 
 from __future__ import annotations
 
-from adapters.store import AdapterStore
-from adapters.validation import AdapterSpec
-from deployments.tenancy.access import can_use
+from adapters.errors import AdapterInvalid
+from adapters.manifest import split_model_id
+from adapters.store import AdapterStore, StoreEntry
+from adapters.validation import AdapterSpec, check_adapter_name
+from deployments.tenancy.access import can_use, not_found
 from deployments.tenancy.keys import Principal
+
+
+def visible_entry(store: AdapterStore, model: str, principal: Principal) -> StoreEntry:
+    """The version `model` names as `principal` sees it: `name@v` if it may use that
+    version, a bare `name` = the newest version it may use (a newer private version of
+    someone else's adapter does not exist for it). Anything else: the one not-found."""
+    name, version = split_model_id(model)
+    if version is not None:
+        entry = store.entry(model)
+        if not can_use(principal, entry):
+            raise not_found(model)
+        return entry
+    try:
+        check_adapter_name(name)
+    except AdapterInvalid:
+        raise not_found(model) from None
+    visible = [v for v in store.versions(name) if can_use(principal, v)]
+    if not visible:
+        raise not_found(model)
+    return visible[-1]
 
 
 class ModelCatalog:
@@ -26,7 +48,10 @@ class ModelCatalog:
         not use) or AdapterInvalid (exists but not servable)."""
         if model == self.base_name:
             return None
-        return self.store.resolve(model, lambda entry: can_use(principal, entry))
+        entry = visible_entry(self.store, model, principal)
+        if entry.spec is None:
+            raise AdapterInvalid(f"The adapter `{model}` is not servable: {entry.error}", param="model")
+        return entry.spec
 
     def card(self, model_id: str, *, root: str, parent: str | None) -> dict:
         return {"id": model_id, "object": "model", "created": self.created, "owned_by": "lorafleet", "root": root, "parent": parent}
@@ -36,8 +61,10 @@ class ModelCatalog:
 
     def listing(self, principal: Principal) -> dict:
         cards = [self.base_card()]
-        cards += [self.card(spec.name, root=spec.name, parent=self.base_name)
-                  for spec in self.store.list_valid() if can_use(principal, spec)]
+        for name in self.store.names():
+            visible = [v for v in self.store.versions(name) if can_use(principal, v)]
+            if visible and visible[-1].spec is not None:
+                cards.append(self.card(name, root=name, parent=self.base_name))
         return {"object": "list", "data": cards}
 
     def describe(self, model: str, principal: Principal) -> dict:

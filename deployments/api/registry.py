@@ -46,9 +46,10 @@ from adapters.manifest import hash_folder
 from adapters.store import AdapterStore, StoreEntry
 from adapters.validation import PICKLE_SUFFIXES, check_adapter_name
 from deployments.api.body import read_capped, replay_file, spool_capped
+from deployments.api.models import visible_entry
 from deployments.config import AdapterStoreConfig
 from deployments.errors import InvalidRequest, Overloaded, PermissionDenied
-from deployments.tenancy.access import can_use, not_found, require_admin, require_admin_or_owner
+from deployments.tenancy.access import can_use, require_admin, require_admin_or_owner
 from deployments.tenancy.admission import AdmissionGate
 from deployments.tenancy.keys import Principal
 
@@ -146,19 +147,22 @@ class Registry:
         return {"deleted": await asyncio.to_thread(remove)}
 
     async def archive(self, model: str, principal: Principal) -> Response:
-        spec = await asyncio.to_thread(self.store.resolve, model, lambda entry: can_use(principal, entry))
-        data = await asyncio.to_thread(self._pack, spec)
+        def servable():
+            entry = visible_entry(self.store, model, principal)
+            if entry.spec is None:
+                raise AdapterInvalid(f"The adapter `{model}` is not servable: {entry.error}", param="model")
+            return entry.spec
+
+        spec = await asyncio.to_thread(servable)
         filename = f"{spec.name}@{spec.version}.tar.gz"
-        return StreamingResponse(iter([data]), media_type="application/gzip",
+        # A sync generator: Starlette runs it in a worker thread, a block at a time.
+        return StreamingResponse(self._stream_archive(spec), media_type="application/gzip",
                                  headers={"content-disposition": f'attachment; filename="{filename}"'})
 
     # ----------------------------------------------------------------- helpers
 
     def _visible_entry(self, model: str, principal: Principal) -> StoreEntry:
-        entry = self.store.entry(model)
-        if not can_use(principal, entry):
-            raise not_found(model)
-        return entry
+        return visible_entry(self.store, model, principal)
 
     def _owner_for_upload(self, principal: Principal, name: str, requested: str | None) -> str | None:
         """The new version's owner: a tenant's own tenant (naming another is refused), an
@@ -329,16 +333,19 @@ class Registry:
         if total > self.settings.max_unpacked_bytes:
             raise PayloadTooLarge(f"the adapter is larger than {self.settings.max_unpacked_bytes} bytes (adapters.max_unpacked_bytes)")
 
-    def _pack(self, spec) -> bytes:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    def _stream_archive(self, spec):
+        """The version's files as a tar.gz, produced as it is sent: memory holds one
+        file at a time and the compressed bytes not yet sent, never the archive."""
+        sink = _Chunks()
+        with tarfile.open(fileobj=sink, mode="w|gz") as tar:
             for relpath in self.store.file_list(spec):
-                data = self.store.read_file(spec, relpath)
+                data = self.store.read_file(spec, relpath)  # checked against the manifest's sha256
                 info = tarfile.TarInfo(relpath)
                 info.size = len(data)
                 info.mode = 0o644
                 tar.addfile(info, io.BytesIO(data))
-        return buffer.getvalue()
+                yield from sink.drain()
+        yield from sink.drain()
 
     def _describe(self, entry: StoreEntry) -> dict:
         """The version's manifest; a legacy flat folder gets one computed on the fly."""
@@ -377,3 +384,19 @@ class Registry:
             "created": m.created if m else None,
             "source": m.source if m else "legacy",
         }
+
+
+class _Chunks:
+    """A write-only file that hands out what was written so far (for streamed archives)."""
+
+    def __init__(self):
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def drain(self):
+        parts, self._parts = self._parts, []
+        if parts:
+            yield b"".join(parts)

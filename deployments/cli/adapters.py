@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -28,6 +29,9 @@ class CliError(Exception):
     def __init__(self, message: str, code: int):
         super().__init__(message)
         self.code = code
+
+
+PUSH_ATTEMPTS = 10
 
 
 def add_parser(sub) -> None:
@@ -104,7 +108,11 @@ def _push(client, args) -> None:
         data["version"] = args.version
     if args.owner:
         data["owner"] = args.owner
-    response = client.post("/v1/adapters", data=data, files={"file": (f"{args.name}.tar.gz", archive, "application/gzip")})
+    for _ in range(PUSH_ATTEMPTS):  # the server processes a few uploads at once: 503 means wait and retry
+        response = client.post("/v1/adapters", data=data, files={"file": (f"{args.name}.tar.gz", archive, "application/gzip")})
+        if response.status_code != 503:
+            break
+        time.sleep(float(response.headers.get("Retry-After", "1")))
     _check(response)
     body = response.json()
     print(f"published {body['id']} ({len(body['files'])} files, {body['size']} bytes, sha256 {body['fingerprint'][:12]})")

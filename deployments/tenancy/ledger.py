@@ -1,11 +1,12 @@
 """The usage ledger: requests, prompt and generated tokens per key and adapter, durable.
 
 Every completed request adds its engine-reported usage (the same numbers as the
-response's `usage`) with `record`, a dict update under a lock: nothing on the request
-path touches the disk. A background thread writes what accumulated every
-`flush_period_s` in one transaction, and `close` (the ingress's shutdown) writes the
-rest, so a clean restart loses nothing and a crash loses at most one period. Queries
-flush first, so what `GET /v1/usage` answers is exact.
+response's `usage`) with `record`: a dict update under a lock, and one append to a
+write-ahead journal (deployments.tenancy.journal). A background thread writes what
+accumulated every `flush_period_s` in one transaction, and `close` (the ingress's
+shutdown) writes the rest. A SIGKILLed process loses nothing: its journal is applied
+by the next ledger that opens the same file (a restarted or sibling ingress replica),
+exactly once. Queries flush first, so what `GET /v1/usage` answers is exact.
 
 SQLite in WAL mode, one row per (minute, key, tenant, adapter): small (a busy key on
 one adapter adds ~1,440 rows a day) and filterable by time to the minute. Several
@@ -17,6 +18,7 @@ several nodes give each its own file (and sum them) or move to a server database
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -24,9 +26,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from deployments.tenancy.journal import Entry, JournalFile, claim_orphans, read_entries
+
 logger = logging.getLogger(__name__)
 
 BUCKET_S = 60
+ORPHAN_SCAN_PERIODS = 20  # flush periods between looks for journals of processes that died
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -39,6 +44,9 @@ CREATE TABLE IF NOT EXISTS usage (
     completion_tokens INTEGER NOT NULL,
     PRIMARY KEY (minute, key_id, tenant, adapter)
 )
+"""
+_APPLIED = """
+CREATE TABLE IF NOT EXISTS applied_journals (name TEXT PRIMARY KEY)
 """
 _UPSERT = """
 INSERT INTO usage (minute, key_id, tenant, adapter, requests, prompt_tokens, completion_tokens)
@@ -89,9 +97,14 @@ class UsageLedger:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute(_SCHEMA)
+        self._db.execute(_APPLIED)
         self._db_lock = threading.Lock()
         self._pending: dict[tuple[int, str, str, str], list[int]] = {}
         self._pending_lock = threading.Lock()
+        self.journal_dir = self.path.with_name(self.path.name + ".journal")
+        self._journal = JournalFile.create(self.journal_dir)
+        self._unapplied: list[JournalFile] = []  # rotated out, their counts not yet committed
+        self.replayed = self.replay_orphans()
         self._stop = threading.Event()
         self._period = flush_period_s
         self._thread = None
@@ -103,6 +116,7 @@ class UsageLedger:
         """Count one completed request (cheap: no I/O)."""
         minute = int(self._clock()) // BUCKET_S * BUCKET_S
         with self._pending_lock:
+            self._journal.append(Entry(minute, key_id, tenant, adapter, prompt_tokens, completion_tokens))
             counts = self._pending.setdefault((minute, key_id, tenant, adapter), [0, 0, 0])
             counts[0] += 1
             counts[1] += prompt_tokens
@@ -111,27 +125,81 @@ class UsageLedger:
     def flush(self) -> None:
         with self._pending_lock:
             pending, self._pending = self._pending, {}
-        if not pending:
-            return
+            if not pending and not self._unapplied:
+                return
+            # A fresh journal for what comes next; the old one holds exactly `pending`.
+            rotated = self._journal
+            self._unapplied.append(rotated)
+            self._journal = JournalFile.create(self.journal_dir)
+            journals = list(self._unapplied)
+        rotated.sync()  # outside the lock: requests keep recording meanwhile
         rows = [(*key, *counts) for key, counts in pending.items()]
+        try:
+            self._commit(rows, [j.name for j in journals])
+        except sqlite3.Error:
+            with self._pending_lock:  # keep the counts (and their journals) for the next try
+                for key, counts in pending.items():
+                    mine = self._pending.setdefault(key, [0, 0, 0])
+                    for i in range(3):
+                        mine[i] += counts[i]
+            raise
+        with self._pending_lock:
+            self._unapplied = [j for j in self._unapplied if j not in journals]
+        for journal in journals:
+            journal.close_and_delete()
+        self._forget_applied([j.name for j in journals])
+
+    def _commit(self, rows: list[tuple], journal_names: list[str]) -> None:
+        """The rows and the names of the journals they came from, in one transaction."""
         with self._db_lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany(_UPSERT, rows)
+                self._db.executemany("INSERT OR IGNORE INTO applied_journals (name) VALUES (?)", [(n,) for n in journal_names])
                 self._db.execute("COMMIT")
             except sqlite3.Error:
                 self._db.execute("ROLLBACK") if self._db.in_transaction else None
-                with self._pending_lock:  # keep the counts for the next try
-                    for key, counts in pending.items():
-                        mine = self._pending.setdefault(key, [0, 0, 0])
-                        for i in range(3):
-                            mine[i] += counts[i]
                 raise
 
+    def _forget_applied(self, names: list[str]) -> None:
+        """The journals are deleted: their names are no longer needed to prevent a replay."""
+        with self._db_lock:
+            self._db.executemany("DELETE FROM applied_journals WHERE name = ?", [(n,) for n in names])
+
+    def replay_orphans(self) -> int:
+        """Apply the journals of ledgers whose process died (exactly once); returns the
+        number of requests recovered."""
+        recovered = 0
+        for path, fd in claim_orphans(self.journal_dir):
+            try:
+                with self._db_lock:
+                    applied = self._db.execute("SELECT 1 FROM applied_journals WHERE name = ?", (path.name,)).fetchone()
+                if not applied:
+                    entries = read_entries(path)
+                    totals: dict[tuple, list[int]] = {}
+                    for e in entries:
+                        counts = totals.setdefault(e.key(), [0, 0, 0])
+                        counts[0] += 1
+                        counts[1] += e.prompt_tokens
+                        counts[2] += e.completion_tokens
+                    self._commit([(*k, *c) for k, c in totals.items()], [path.name])
+                    recovered += len(entries)
+                    logger.warning("usage ledger: applied %d request(s) from the journal of a process that died (%s)",
+                                   len(entries), path.name)
+                path.unlink(missing_ok=True)
+                self._forget_applied([path.name])
+            finally:
+                os.close(fd)
+        return recovered
+
     def _run(self) -> None:
+        periods = 0
         while not self._stop.wait(self._period):
+            periods += 1
             try:
                 self.flush()
+                if periods % ORPHAN_SCAN_PERIODS == 0:  # a sibling process that died (no restart here)
+                    self.replay_orphans()
             except sqlite3.Error as err:
                 logger.error("usage ledger write failed, retrying next period: %s", err)
                 if self._on_write_failure is not None:
@@ -145,6 +213,8 @@ class UsageLedger:
         try:
             self.flush()
         finally:
+            with self._pending_lock:
+                self._journal.close_and_delete()  # empty: everything recorded was just committed
             with self._db_lock:
                 self._db.close()
 

@@ -66,7 +66,7 @@ def fast_config(store: Path, base: Path, work: Path, keys_file: Path, port: int,
         "adapters": {"uri": str(store), "cache_dir": str(work / "cache")},
         "server": {"host": "127.0.0.1", "port": port,
                    "auth": {"enabled": True, "keys_file": str(keys_file)},
-                   "usage": {"ledger_path": str(work / "usage.sqlite"), "flush_period_s": 0.1,
+                   "usage": {"ledger_path": str(work / "usage.sqlite"), "flush_period_s": 60,
                              # far longer than any test waits: a bill must come from the engine's report
                              "abort_report_timeout_s": 300}},
         "routing": {"stats_period_s": 0.2},
@@ -119,3 +119,8 @@ def fast_fleet(demo_assets) -> FastFleet:
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that kill part of the fast fleet run after the others."""
+    items.sort(key=lambda item: 1 if item.get_closest_marker("fleet_disruptive") else 0)

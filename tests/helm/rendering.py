@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "lorafleet"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 # CI runs a fresh clone with a copy of shared/ beside it: <repo>/../shared/kuberay.
-KUBERAY_DIR = REPO.parent / "shared" / "kuberay"
+KUBERAY_DIR = Path(__file__).resolve().parent / "kuberay"  # vendored: see its README.md
 RELEASE = "fleet"
 NAMESPACE = "llm"
 

@@ -11,15 +11,19 @@ from pathlib import Path
 import boto3
 import pytest
 from fastapi import FastAPI, Request
+from fastapi.responses import Response
 from fastapi.testclient import TestClient
 
 from adapters.errors import AdapterExists, AdapterLoadError, AdapterNotFound
 from adapters.store import open_store
 from adapters.store_s3 import S3Backend
 from adapters.validation import PROJECTION_MODULES
-from deployments.api.registry import AdminAPI
-from deployments.tenancy.keys import anonymous
+from adapters.errors import LorafleetError
+from deployments.api.http_errors import to_http_error
+from deployments.api.registry import Registry
 from deployments.config import AdapterStoreConfig
+from deployments.tenancy.admission import AdmissionGate
+from deployments.tenancy.keys import anonymous
 
 
 def _open(s3_bucket, base_info, tmp_path, prefix="adapters", cache="cache"):
@@ -149,20 +153,29 @@ def test_import_from_s3_through_the_api(store, s3_bucket, haiku):
     client = boto3.client("s3", endpoint_url=endpoint)
     for path in haiku.iterdir():
         client.upload_file(str(path), bucket, f"incoming/haiku/{path.name}")
-    admin = AdminAPI(store, AdapterStoreConfig(uri=f"s3://{bucket}/adapters", s3_endpoint_url=endpoint))
+    settings = AdapterStoreConfig(uri=f"s3://{bucket}/adapters", s3_endpoint_url=endpoint,
+                                  import_roots=[f"s3://{bucket}/incoming"])
+    registry = Registry(store, settings, AdmissionGate(2))
     app = FastAPI()
 
     @app.post("/v1/adapters")
     async def create(request: Request):
-        return await admin.create(request, anonymous())  # auth off: the operator imports
+        try:
+            return await registry.create(request, anonymous())  # auth off: the operator imports
+        except LorafleetError as err:
+            http = to_http_error(err)
+            return Response(http.body, status_code=http.status, media_type="application/json")
 
     api = TestClient(app)
     response = api.post("/v1/adapters", json={"name": "from-s3", "uri": f"s3://{bucket}/incoming/haiku"})
-    assert response.status_code == 201, response.text
+    assert response.status_code == 200, response.text
     assert response.json()["source"] == "import"
     assert store.resolve("from-s3").version == "1"
     response = api.post("/v1/adapters", json={"name": "nothing", "uri": f"s3://{bucket}/incoming/missing"})
-    assert response.status_code == 400 and "nothing found" in response.json()["error"]["message"]
+    assert response.status_code == 400 and "nothing to import" in response.json()["error"]["message"]
+    for outside in (f"s3://{bucket}/adapters/from-s3/1/files", f"s3://{bucket}/elsewhere", f"s3://{bucket}/incoming-not"):
+        response = api.post("/v1/adapters", json={"name": "nope", "uri": outside})
+        assert response.status_code == 403, (outside, response.text)
 
 
 def test_a_listing_is_cached_for_refresh_s(s3_bucket, base_info, tmp_path, haiku):

@@ -15,7 +15,6 @@ import pytest
 
 from deployments.engine import lifetime as engine_lifetime
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 
 # A parent that spawns a child named like vLLM's engine process; the child arms the
 # signal as the vLLM plugin would, reports its pid, and then just sleeps.

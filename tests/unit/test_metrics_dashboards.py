@@ -89,8 +89,7 @@ def test_panels_are_laid_out_on_the_24_column_grid_with_unique_ids():
 
 def test_every_panel_query_parses_with_promtool(tmp_path):
     promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (apt-get install prometheus); tests/integration/test_metrics.py installs it")
+    assert promtool, "promtool is a test prerequisite: run `make prometheus` (apt-get install prometheus) or `make test`"
     rules = [{"record": f"lorafleet:dashboard_query_{i}", "expr": substitute(expr)}
              for i, (_, _, expr) in enumerate(panel_queries())]
     path = tmp_path / "dashboard-queries.rules.yml"

@@ -17,7 +17,7 @@ from random import Random
 
 import pytest
 
-pytest.importorskip("pytest_benchmark")
+import pytest_benchmark  # noqa: F401 - a declared test dependency (pyproject [test])
 
 from cluster.routing import ClusterView, InflightTracker, make_policy
 from cluster.routing.synthetic import adapter_name, synthetic_fleet

@@ -1,6 +1,7 @@
 """The usage ledger: exact aggregation, durability across reopen, and who sees what."""
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +128,67 @@ def test_tenant_sees_its_own_rows_and_its_adapters_consumers_only_in_aggregate(t
     with pytest.raises(PermissionDenied):
         usage_report(beta, ledger, [], tenant="acme")
     assert usage_report(beta, ledger, [], key_id="acme-1")["data"] == []  # another tenant's key: nothing
+
+
+# ---- the write-ahead journal: a killed process loses no usage ----------------------------
+
+_KILLED_WRITER = """
+import os, signal, sys
+from deployments.tenancy.ledger import UsageLedger
+ledger = UsageLedger(sys.argv[1], flush_period_s=3600)  # it would write only at close
+for i in range(int(sys.argv[2])):
+    ledger.record("k1", "acme", "poet", 10, i)
+os.kill(os.getpid(), signal.SIGKILL)  # no close, no flush: the OOM killer's way
+"""
+
+
+def test_usage_recorded_by_a_sigkilled_process_is_applied_by_the_next_ledger(tmp_path):
+    """Before the journal: everything since the last flush (up to flush_period_s) was lost."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "usage.sqlite"
+    result = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(path), "50"], cwd=Path(__file__).parents[2])
+    assert result.returncode == -9
+    ledger = UsageLedger(path, background=False)
+    assert ledger.replayed == 50
+    [row] = ledger.rows()
+    assert (row.requests, row.prompt_tokens, row.completion_tokens) == (50, 500, sum(range(50)))
+    ledger.close()
+    again = UsageLedger(path, background=False)  # nothing is applied twice
+    assert again.replayed == 0 and again.rows()[0].requests == 50
+    again.close()
+
+
+def test_a_journal_whose_batch_was_committed_before_the_crash_is_not_counted_twice(tmp_path):
+    """The process died between committing a batch and deleting its journal."""
+    import shutil
+
+    path = tmp_path / "usage.sqlite"
+    ledger = UsageLedger(path, background=False)
+    ledger.record("k1", "acme", "poet", 1, 2)
+    journal = ledger._journal.path
+    kept = tmp_path / "kept.journal"
+    shutil.copy(journal, kept)
+    ledger.flush()  # committed, journal deleted, name forgotten
+    ledger.close()
+    shutil.copy(kept, journal)  # as if the delete never happened ...
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO applied_journals (name) VALUES (?)", (journal.name,))  # ... nor the forget
+    db.commit()
+    db.close()
+    reopened = UsageLedger(path, background=False)
+    assert reopened.replayed == 0 and reopened.rows()[0].requests == 1
+    assert not journal.exists()
+    reopened.close()
+
+
+def test_a_live_ledgers_journal_is_not_taken_by_another(tmp_path):
+    path = tmp_path / "usage.sqlite"
+    first = UsageLedger(path, background=False)
+    first.record("k1", "acme", "poet", 1, 1)
+    second = UsageLedger(path, background=False)  # a sibling ingress replica on the same file
+    assert second.replayed == 0
+    first.close()
+    assert second.rows()[0].requests == 1
+    second.close()
