@@ -37,6 +37,11 @@ class AdapterInvalid(LorafleetError):
     """The adapter exists but fails validation; it is never served."""
 
 
+class BaseModelUnknown(LorafleetError):
+    """The base model's module dimensions cannot be read, so adapters could not be checked
+    against it: raised at start (the fleet does not start), never for a request."""
+
+
 class AdapterLoadError(LorafleetError):
     """Loading a valid adapter into an engine failed; `retriable` says whether another try may work."""
 
