@@ -89,6 +89,34 @@ class PermissionDenied(LorafleetError):
     """A valid key whose role may not do this (403)."""
 
 
+class NameTaken(PermissionDenied):
+    """The adapter name belongs to another owner (403). `owner` is that owner (None: the
+    operator's), for the API's decision only: the message never names it, so a name
+    owned privately answers exactly as one owned publicly."""
+
+    def __init__(self, name: str, *, owner: str | None):
+        super().__init__(
+            f"The adapter name `{name}` belongs to another owner; only its owner or an admin may publish under it.",
+            param="name",
+        )
+        self.name = name
+        self.owner = owner
+
+
+class QuotaExceeded(PermissionDenied):
+    """Publishing would take the tenant's stored adapters over a storage quota (403: the
+    request is fine, the tenant must delete versions first). `limit` is `bytes` or
+    `versions`; `used` and `maximum` are in that unit; `field` names the config field."""
+
+    def __init__(self, message: str, *, tenant: str, limit: str, used: int, maximum: int, field: str):
+        super().__init__(message)
+        self.tenant = tenant
+        self.limit = limit
+        self.used = used
+        self.maximum = maximum
+        self.field = field
+
+
 class RateLimited(LorafleetError):
     """A per-key limit is exhausted; the same request may pass after `retry_after_s` (429).
     `kind` is the exhausted budget, `requests` or `tokens` (OpenAI's error `type` for 429s)."""

@@ -154,9 +154,11 @@ class AdminAPI:
         owner = requested if principal.is_admin else principal.tenant
         if principal.is_admin and principal.tenant == "anonymous":
             owner = requested  # auth off (the local demo): no tenant to own it
-        versions = self.store.versions(name)
-        if versions:
-            require_admin_or_owner(principal, versions[-1].owner, f"publishing a new version of `{name}`")
+        claim = self.store.name_owner(name)
+        if claim is not None:
+            require_admin_or_owner(principal, claim.owner, f"publishing a new version of `{name}`")
+            if principal.is_admin and requested is None:
+                owner = claim.owner  # a name has one owner: a new version keeps it
         return owner
 
     async def _read_upload(self, request: Request, staging: Path) -> tuple[dict, Path]:
