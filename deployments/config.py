@@ -138,7 +138,24 @@ class AdapterStoreConfig(_Strict):
     max_unpacked_bytes: PositiveInt = Field(
         default=1024 * 1024 * 1024, description="Largest total size an uploaded archive may unpack to (tar-bomb guard); larger gets 413."
     )
-    max_files: PositiveInt = Field(default=64, description="Most files an uploaded adapter archive may hold; more gets 413.")
+    max_files: PositiveInt = Field(
+        default=64, description="Most entries (files and folders) an uploaded adapter archive may hold; more gets 413."
+    )
+    cache_max_bytes: PositiveInt | None = Field(
+        default=20 * 1024**3,
+        description="Size cap of the node-local adapter cache (cache_dir, shared by the node's replicas): least recently "
+        "used versions are removed past it, never one an engine holds in use. None: no cap.",
+    )
+    tenant_max_bytes: PositiveInt | None = Field(
+        default=10 * 1024**3,
+        description="Storage quota: most bytes of adapter versions one tenant may own in the registry (uploads in flight "
+        "included); an upload past it gets 403 naming this field. Operator-owned adapters count against nobody. None: no limit.",
+    )
+    tenant_max_versions: PositiveInt | None = Field(
+        default=1000,
+        description="Storage quota: most adapter versions one tenant may own (a claimed name with no version left counts "
+        "as one); an upload past it gets 403 naming this field. None: no limit.",
+    )
     fetch_latency_ms: int = Field(
         default=0, ge=0, le=60_000,
         description="Emulated extra time of every adapter read from the store, spent inside the engine's load path "
