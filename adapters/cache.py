@@ -66,7 +66,10 @@ class CachePin:
         self.release()
 
     def __del__(self) -> None:  # a forgotten pin must not hold the version forever
-        self.release()
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: the kernel drops the lock anyway
+            pass
 
 
 @dataclass(frozen=True)
