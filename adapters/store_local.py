@@ -7,7 +7,8 @@ the same version are told apart. The legacy flat layout (`root/<name>/adapter_co
 and weights, no manifest) is still read, as version 1 of `name`.
 
 Deleting a version removes its manifest (invisible at once) and its files, and leaves
-the empty `root/<name>/<version>/` folder as a tombstone: the number stays claimed, so
+`root/<name>/<version>/.deleted` as a tombstone: the number stays claimed (a non-empty
+folder, so `rename` onto it fails even for an explicit version number), so
 the next upload can never take it and a client pinned to `name@3` can never get other
 weights under that id (S3 keeps its `.claim` object for the same reason).
 
@@ -37,6 +38,7 @@ STAGING_DIR = ".staging"
 NAMES_DIR = ".names"
 OWNERS_DIR = ".owners"
 RESERVATIONS_DIR = ".reservations"
+TOMBSTONE = ".deleted"  # marks a deleted version's folder, which keeps its number claimed
 STALE_STAGING_S = 3600  # no upload takes an hour to stage; older leftovers are from crashes
 CHUNK = 1 << 20
 
@@ -135,6 +137,9 @@ class LocalBackend:
         """Remove the manifest (invisible at once), then the files; the empty version
         folder stays as a tombstone so the number is never handed out again."""
         folder = self.root / name / version
+        if not (folder / MANIFEST_NAME).exists():
+            return False
+        (folder / TOMBSTONE).touch()  # first: rename(2) replaces an *empty* folder, a tombstone must not be one
         try:
             (folder / MANIFEST_NAME).unlink()
         except FileNotFoundError:
@@ -167,6 +172,7 @@ class LocalBackend:
         if folder is None:
             return False
         (folder / "1").mkdir(exist_ok=True)
+        (folder / "1" / TOMBSTONE).touch()
         (folder / ADAPTER_CONFIG).unlink(missing_ok=True)
         for path in folder.iterdir():
             if path.is_file() or path.is_symlink():

@@ -45,6 +45,16 @@ def test_deleting_the_newest_version_never_lets_the_next_upload_take_its_number(
     assert [e.version for e in store.versions("custom")] == ["1", "3"]
 
 
+def test_a_deleted_version_number_cannot_be_published_again_explicitly(store, haiku, pirate):
+    store.publish(haiku, "custom", version="2")
+    store.delete("custom@2")
+    with pytest.raises(AdapterExists):
+        store.publish(pirate, "custom", version="2")
+    store.delete("poet")
+    with pytest.raises(AdapterExists):
+        store.publish(pirate, "poet", version="1")
+
+
 def test_deleting_every_version_keeps_the_numbers_burnt(store, haiku):
     for _ in range(3):
         store.publish(haiku, "custom")
