@@ -24,16 +24,15 @@ name another owner); an admin may set any owner, or none (the operator's).
 from __future__ import annotations
 
 import asyncio
-import io
+import itertools
 import json
 import shutil
-import tarfile
 import tempfile
 from pathlib import Path
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from adapters.archive import ArchiveLimits, extract_adapter_archive
 from adapters.errors import AdapterInvalid, InvalidRequest, LorafleetError, PayloadTooLarge, PermissionDenied
@@ -132,11 +131,13 @@ class AdminAPI:
     async def archive(self, model: str, principal: Principal) -> Response:
         try:
             spec = await asyncio.to_thread(self.store.resolve, model, lambda entry: can_use(principal, entry))
-            data = await asyncio.to_thread(self._pack, spec)
+            chunks = self.store.iter_archive(spec)  # streamed: a version is never held in memory
+            first = await asyncio.to_thread(next, chunks, b"")  # an error before any byte is still a JSON error
         except LorafleetError as err:
             return _error(err)
         filename = f"{spec.name}@{spec.version}.tar.gz"
-        return Response(data, media_type="application/gzip", headers={"content-disposition": f'attachment; filename="{filename}"'})
+        return StreamingResponse(itertools.chain([first], chunks), media_type="application/gzip",
+                                 headers={"content-disposition": f'attachment; filename="{filename}"'})
 
     # ----------------------------------------------------------------- helpers
 
@@ -272,17 +273,6 @@ class AdminAPI:
             raise PayloadTooLarge(f"the adapter holds more than {self.settings.max_files} files")
         if total > self.settings.max_unpacked_bytes:
             raise PayloadTooLarge(f"the adapter is larger than {self.settings.max_unpacked_bytes} bytes")
-
-    def _pack(self, spec) -> bytes:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-            for relpath in self.store.file_list(spec):
-                data = self.store.read_file(spec, relpath)
-                info = tarfile.TarInfo(relpath)
-                info.size = len(data)
-                info.mode = 0o644
-                tar.addfile(info, io.BytesIO(data))
-        return buffer.getvalue()
 
     def _describe(self, entry: StoreEntry) -> dict:
         """The version's manifest; a legacy flat folder gets one computed on the fly."""
