@@ -51,3 +51,36 @@ class AdapterExists(LorafleetError):
 
 class PayloadTooLarge(LorafleetError):
     """An upload (or what it unpacks to) exceeds a configured limit (413)."""
+
+
+class NameTaken(LorafleetError):
+    """The adapter name belongs to another owner (403). `owner` is that owner (None: the
+    operator's), for the API's decision only: the message never names it, so a name
+    owned privately answers exactly as one owned publicly."""
+
+    def __init__(self, name: str, *, owner: str | None):
+        super().__init__(
+            f"The adapter name `{name}` belongs to another owner; only its owner or an admin may publish under it.",
+            param="name",
+        )
+        self.name = name
+        self.owner = owner
+
+
+class QuotaExceeded(LorafleetError):
+    """Publishing would take the tenant's stored adapters over a storage quota (403: the
+    request is fine, the tenant must delete versions first). `limit` is `bytes` or
+    `versions`; `used` and `maximum` are in that unit; `field` names the config field."""
+
+    def __init__(self, message: str, *, tenant: str, limit: str, used: int, maximum: int, field: str):
+        super().__init__(message)
+        self.tenant = tenant
+        self.limit = limit
+        self.used = used
+        self.maximum = maximum
+        self.field = field
+
+
+class BaseModelUnknown(LorafleetError):
+    """The base model's module dimensions cannot be read, so adapters could not be checked
+    against it: raised at start (the fleet does not start), never for a request."""

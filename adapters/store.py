@@ -19,25 +19,52 @@ an S3-compatible bucket, `adapters.backend`):
 The legacy flat layout (`root/<name>/adapter_config.json`, no manifest; the demo and
 the tests use it) is still served as version 1: public with no owner, unless a
 `lorafleet-manifest.json` in the folder says otherwise (`adapters.ownership`).
+
+Names and versions:
+
+- A version number is never handed out twice: a deleted version leaves a tombstone
+  (local) or its claim (S3), so `name@3` can never silently become other weights.
+- A name has one owner, claimed atomically by its first upload (`name_owner`): of two
+  tenants racing for a new name exactly one wins, the other gets NameTaken, the same
+  error whether the name's owner published privately or publicly. The claim outlives
+  the name's versions: after every version is deleted the name still belongs to its
+  owner (a public name can never be taken over by another tenant whose weights would
+  then answer the callers of the old one), until an admin calls `release_name`.
+
+Bounded resources: per-tenant storage quotas (`adapters.quota`), a node-local cache
+collected to a size cap without ever removing a version in use (`adapters.cache`, and
+`pin`), files streamed in chunks (`materialize`, `iter_file`, `iter_archive`), and the
+per-version cache of parsed manifests bounded (LRU).
+
+Every method is safe to call from any thread (the ingress runs them off its event loop
+with `asyncio.to_thread`): shared state is the LRU cache of entries (under a lock held
+for dict operations only) and the backend's listing (see `store_s3`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from adapters.archive import iter_tar_gz
 from adapters.backend import StoreBackend
-from adapters.errors import AdapterExists, AdapterInvalid, AdapterLoadError, AdapterNotFound
+from adapters.cache import AdapterCache, CachePin, CollectReport
+from adapters.errors import AdapterExists, AdapterInvalid, AdapterLoadError, AdapterNotFound, NameTaken
 from adapters.manifest import Manifest, check_version, check_visibility, hash_folder, split_model_id
 from adapters.ownership import read_ownership
+from adapters.quota import StorageUsage, TenantQuota, check, owner_key, reservation_record, reserved
 from adapters.store_local import LocalBackend
 from adapters.validation import (
     PICKLE_SUFFIXES,
@@ -52,6 +79,22 @@ logger = logging.getLogger(__name__)
 
 LEGACY_VERSION = "1"
 _PUBLISH_ATTEMPTS = 20
+CHUNK = 1 << 20
+# Parsed manifests / validated folders kept per process. Bounded so a process that has
+# seen every version of a large registry does not keep them all; a miss costs one
+# manifest read.
+MAX_CACHED_ENTRIES = 10_000
+
+
+@dataclass(frozen=True)
+class NameClaim:
+    """Who owns an adapter name (None: the operator, i.e. admins only). `recorded` is
+    False for a name published before claims existed, whose owner is read from its
+    latest version until its next upload records the claim."""
+
+    name: str
+    owner: str | None
+    recorded: bool = True
 
 
 @dataclass(frozen=True)
@@ -85,8 +128,25 @@ def _fingerprint(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(CHUNK), b""):
+                digest.update(block)
     return digest.hexdigest()
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        yield from iter(lambda: f.read(CHUNK), b"")
+
+
+def _claim_owner(raw: bytes) -> str | None:
+    """The owner a claim records; an unreadable claim makes the name the operator's
+    (admins only), never anyone's by accident."""
+    try:
+        owner = json.loads(raw).get("owner")
+    except (ValueError, AttributeError):
+        return None
+    return owner if isinstance(owner, str) and owner else None
 
 
 def _not_found(model: str) -> AdapterNotFound:
@@ -108,15 +168,21 @@ class AdapterStore:
         max_lora_rank: int,
         allowed_target_modules: tuple[str, ...] = PROJECTION_MODULES,
         cache_dir: str | Path | None = None,
+        cache_max_bytes: int | None = None,
+        quota: TenantQuota | None = None,
         reserved_names: frozenset[str] = frozenset(),
+        max_cached_entries: int = MAX_CACHED_ENTRIES,
     ):
         self.backend = backend
         self.base = base
         self.max_lora_rank = max_lora_rank
         self.allowed_target_modules = allowed_target_modules
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.cache = AdapterCache(self.cache_dir, cache_max_bytes)
+        self.quota = quota or TenantQuota()
         self.reserved_names = reserved_names | base.accepted_names
-        self._cache: dict[tuple[str, str], tuple[object, StoreEntry]] = {}
+        self._cache: OrderedDict[tuple[str, str], tuple[object, StoreEntry]] = OrderedDict()
+        self._max_cached_entries = max_cached_entries
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- reading
@@ -124,13 +190,17 @@ class AdapterStore:
     def _cached(self, key: tuple[str, str], signature: object, build) -> StoreEntry:
         with self._lock:
             cached = self._cache.get(key)
-        if cached and cached[0] == signature:
-            return cached[1]
+            if cached and cached[0] == signature:
+                self._cache.move_to_end(key)
+                return cached[1]
         entry = build()
         if entry.error:
             logger.warning("adapter %s refused: %s", entry.id, entry.error)
         with self._lock:
             self._cache[key] = (signature, entry)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._max_cached_entries:
+                self._cache.popitem(last=False)
         return entry
 
     def _flat_entry(self, name: str, folder: Path) -> StoreEntry:
@@ -251,8 +321,11 @@ class AdapterStore:
         visibility: str = "public",
         source: str = "upload",
     ) -> Manifest:
-        """Validate `folder` as adapter `name` and publish it as a new version.
-        Nothing is written unless every check passes."""
+        """Validate `folder` as adapter `name` and publish it as a new version owned by
+        `owner`. Nothing is written unless every check passes; then, in this order: the
+        owner's quota is reserved (QuotaExceeded), the name is claimed for `owner` or
+        must already be its (NameTaken: an admin publishing under a tenant's name passes
+        that tenant as `owner`), and the version is committed (AdapterExists)."""
         check_adapter_name(name)
         if name in self.reserved_names:
             raise AdapterInvalid(f"the adapter name {name!r} is the base model's name; choose another", param="name")
@@ -270,6 +343,13 @@ class AdapterStore:
             allowed_target_modules=self.allowed_target_modules, name=name,
         )
         files = hash_folder(folder)
+        with self._reservation(owner, name, sum(f["size"] for f in files.values())):
+            self._claim_name(name, owner)
+            manifest = self._commit(folder, name, version, files, spec, owner, visibility, source)
+        logger.info("published adapter %s@%s (%d files) to %s", name, manifest.version, len(files), self.backend.describe())
+        return manifest
+
+    def _commit(self, folder, name, version, files, spec, owner, visibility, source) -> Manifest:
         for attempt in range(_PUBLISH_ATTEMPTS):
             chosen = version or self._next_version(name)
             if chosen == LEGACY_VERSION and self.backend.flat_folder(name) is not None:
@@ -284,9 +364,88 @@ class AdapterStore:
                 if version is not None or attempt == _PUBLISH_ATTEMPTS - 1:
                     raise
                 continue  # a concurrent upload took this number: take the next
-            logger.info("published adapter %s@%s (%d files) to %s", name, chosen, len(files), self.backend.describe())
             return manifest
         raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------ name ownership
+
+    def name_owner(self, name: str) -> NameClaim | None:
+        """Who owns `name` (recorded claim, else the latest version's owner for a name
+        published before claims existed); None if nobody does. What the API needs to
+        answer an upload onto someone else's name identically for private and public
+        owners."""
+        raw = self.backend.read_name_claim(name)
+        if raw is not None:
+            return NameClaim(name, _claim_owner(raw))
+        versions = self.versions(name)
+        if versions:
+            return NameClaim(name, versions[-1].owner, recorded=False)
+        return None
+
+    def _claim_name(self, name: str, owner: str | None) -> None:
+        current = self.name_owner(name)
+        if current is not None and current.owner != owner:
+            raise NameTaken(name, owner=current.owner)
+        if current is not None and current.recorded:
+            return
+        record = json.dumps({"name": name, "owner": owner, "created": time.time()}).encode()
+        existing = self.backend.create_name_claim(name, record, owner_key(owner) if owner is not None else None)
+        if existing is not None and _claim_owner(existing) != owner:
+            raise NameTaken(name, owner=_claim_owner(existing))  # lost the race for a new name
+
+    def release_name(self, name: str) -> bool:
+        """Forget who owns `name` (an admin's decision), so anyone may claim it again.
+        Only a name without visible versions can be released (AdapterExists otherwise);
+        its version numbers stay burnt, so a new owner's first version is a new number."""
+        if self.versions(name):
+            raise AdapterExists(f"adapter `{name}` still has versions; delete them before releasing the name", param="name")
+        raw = self.backend.read_name_claim(name)
+        if raw is None:
+            return False
+        owner = _claim_owner(raw)
+        return self.backend.delete_name_claim(name, owner_key(owner) if owner is not None else None)
+
+    # ------------------------------------------------------------------- quota
+
+    def usage(self, tenant: str) -> StorageUsage:
+        """What `tenant` stores now, from a fresh listing (uploads in flight not included)."""
+        self.backend.refresh()
+        total = versions = 0
+        with_versions = set()
+        for name in self.backend.names():
+            for entry in self.versions(name):
+                if entry.manifest is not None and entry.manifest.owner == tenant:
+                    total += entry.manifest.size
+                    versions += 1
+                    with_versions.add(name)
+        empty = frozenset(self.backend.owned_names(owner_key(tenant)) - with_versions)
+        return StorageUsage(total, versions + len(empty), empty)
+
+    @contextmanager
+    def _reservation(self, owner: str | None, name: str, size: int):
+        """Hold `size` bytes and one version of `owner`'s quota while publishing (see
+        adapters.quota for the guarantee): reserve, read the other reservations, then
+        the committed usage, and refuse if they do not fit together."""
+        if owner is None or not self.quota.enabled:
+            yield
+            return
+        key, token = owner_key(owner), uuid.uuid4().hex
+        self.backend.add_reservation(key, token, reservation_record(name, size))
+        try:
+            others = []
+            for other, record, age in self.backend.reservations(key):
+                if other == token:
+                    continue
+                if age > self.quota.reservation_ttl_s:  # an upload that died mid-way
+                    self.backend.delete_reservation(key, other)
+                    continue
+                others.append(record)
+            used = self.usage(owner)
+            pending_bytes, pending_versions = reserved(others)
+            check(self.quota, owner, used.plus(pending_bytes, pending_versions), size, 0 if name in used.empty_names else 1)
+            yield
+        finally:
+            self.backend.delete_reservation(key, token)
 
     def delete(self, model: str) -> list[str]:
         """Delete `name@v`, or every version of `name`; returns the ids deleted."""
@@ -310,31 +469,61 @@ class AdapterStore:
 
     # ------------------------------------------------------- replica-side loading
 
-    def read_file(self, spec: AdapterSpec, relpath: str) -> bytes:
-        """One file of a version, checked against its manifest (used by `pull`)."""
-        expected = {path: (sha, size) for path, sha, size in spec.files}
-        if spec.files:
-            sha, size = expected[relpath]
-            data = self._fetch(spec, relpath, size)
-            if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
-                raise self._corrupted(spec, relpath)
-            return data
-        return (Path(spec.path) / relpath).read_bytes()
-
     def file_list(self, spec: AdapterSpec) -> list[str]:
         if spec.files:
             return [path for path, _, _ in spec.files]
         folder = Path(spec.path)
         return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
-    def _fetch(self, spec: AdapterSpec, relpath: str, size: int) -> bytes:
+    def _verified_chunks(self, spec: AdapterSpec, relpath: str, sha: str, size: int) -> Iterator[bytes]:
+        """The file's bytes as they arrive from the store, hashed on the way; a file that
+        is missing, longer, shorter or different from its manifest entry raises
+        AdapterLoadError (after the bytes read so far were yielded)."""
+        digest = hashlib.sha256()
+        count = 0
         try:
-            return self.backend.read_file(spec.name, spec.version, relpath, size)
+            for chunk in self.backend.iter_file(spec.name, spec.version, relpath, size):
+                count += len(chunk)
+                if count > size:
+                    raise self._corrupted(spec, relpath)
+                digest.update(chunk)
+                yield chunk
         except FileNotFoundError:
             raise AdapterLoadError(
                 f"adapter `{spec.served_id}` is incomplete in the store ({relpath} is missing); it will not be served",
                 retriable=False, param="model",
             ) from None
+        if count != size or digest.hexdigest() != sha:
+            raise self._corrupted(spec, relpath)
+
+    def iter_file(self, spec: AdapterSpec, relpath: str) -> Iterator[bytes]:
+        """One file of a version in chunks, checked against its manifest as it streams."""
+        if spec.files:
+            expected = {path: (sha, size) for path, sha, size in spec.files}
+            sha, size = expected[relpath]
+            return self._verified_chunks(spec, relpath, sha, size)
+        return _file_chunks(Path(spec.path) / relpath)
+
+    def read_file(self, spec: AdapterSpec, relpath: str) -> bytes:
+        """One whole file (its manifest bounds the size). Kept for callers that need the
+        bytes at once; downloads use `iter_archive`."""
+        return b"".join(self.iter_file(spec, relpath))
+
+    def iter_archive(self, spec: AdapterSpec) -> Iterator[bytes]:
+        """The version's files as a tar.gz, produced chunk by chunk as they are read from
+        the store and verified (what `pull` downloads; memory stays at one chunk). A file
+        that fails its check raises AdapterLoadError mid-stream: the archive is then cut
+        short, and a cut gzip never unpacks, so a client can never keep corrupted files."""
+        if spec.files:
+            members = ((path, size, self._verified_chunks(spec, path, sha, size)) for path, sha, size in spec.files)
+        else:
+            folder = Path(spec.path)
+            members = ((rel, (folder / rel).stat().st_size, _file_chunks(folder / rel)) for rel in self.file_list(spec))
+        try:
+            yield from iter_tar_gz(members)
+        except ValueError as err:  # a legacy folder's file changed size while it was read
+            raise AdapterLoadError(f"adapter `{spec.served_id}` changed while it was read: {err}", retriable=True,
+                                   param="model") from None
 
     @staticmethod
     def _corrupted(spec: AdapterSpec, relpath: str) -> AdapterLoadError:
@@ -344,28 +533,58 @@ class AdapterStore:
             retriable=False, param="model",
         )
 
-    def materialize(self, spec: AdapterSpec) -> str:
-        """A local folder holding exactly the version's verified files (what vLLM loads).
+    def pin(self, spec: AdapterSpec) -> CachePin:
+        """A local folder holding exactly the version's verified files, held in use until
+        the pin is released (`with store.pin(spec) as pin: load(pin.path)`).
+
+        The cache collector never removes a pinned version, in this process or another on
+        the node. An engine holds the pin for as long as vLLM may read the folder: at
+        least across `add_lora`, and for as long as the LoRA stays registered if vLLM may
+        re-read it from the path later (it does after evicting it from its CPU cache).
+        A legacy flat folder is served in place and holds nothing.
 
         Cached under `cache_dir/<fingerprint>`; a cached copy is re-verified before reuse
-        (a few MB of hashing per cold load), so a tampered cache is caught too."""
+        (a few MB of hashing per cold load), so a tampered cache is caught too. Files are
+        streamed from the store and hashed on the way (memory: one chunk). Filling the
+        cache runs the collector afterwards, so the cache returns under its cap."""
         if not spec.files:
-            return spec.path  # legacy flat folder, validated in place
-        target = self.cache_dir / spec.fingerprint
+            return CachePin(Path(spec.path))  # legacy flat folder, validated in place
+        pin = self.cache.pin(spec.fingerprint)
+        try:
+            filled = self._ensure_cached(spec, pin.path)
+        except BaseException:
+            pin.release()
+            raise
+        if filled:
+            self.collect_cache()
+        return pin
+
+    def materialize(self, spec: AdapterSpec) -> str:
+        """The folder `pin` fills, returned without holding it: fine for a caller that reads
+        it at once (the collector removes least recently used versions first, and this one
+        was just used), but only a pin guarantees it stays."""
+        with self.pin(spec) as pin:
+            return str(pin.path)
+
+    def collect_cache(self) -> CollectReport:
+        """Shrink the node-local cache to `cache_max_bytes` (LRU, pinned versions kept)."""
+        return self.cache.collect()
+
+    def _ensure_cached(self, spec: AdapterSpec, target: Path) -> bool:
+        """Fill `target` (pinned by the caller) unless it already holds the verified files;
+        True if it was filled."""
         if target.is_dir():
             if _verify_folder(target, spec.files):
-                return str(target)
+                return False
             shutil.rmtree(target, ignore_errors=True)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        staging = self.cache_dir / f".tmp-{uuid.uuid4().hex}"
+        staging = self.cache.staging()
         try:
             for relpath, sha, size in spec.files:
-                data = self._fetch(spec, relpath, size)
-                if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
-                    raise self._corrupted(spec, relpath)
                 path = staging / relpath
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
+                with path.open("wb") as out:
+                    for chunk in self._verified_chunks(spec, relpath, sha, size):
+                        out.write(chunk)
             try:  # defense in depth: the files must still pass the serving checks
                 validate_adapter(staging, base=self.base, max_lora_rank=self.max_lora_rank,
                                  allowed_target_modules=self.allowed_target_modules, name=spec.name)
@@ -378,7 +597,7 @@ class AdapterStore:
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return str(target)
+        return True
 
 
 def _verify_folder(folder: Path, files: tuple[tuple[str, str, int], ...]) -> bool:
@@ -405,6 +624,8 @@ def open_store(
     max_lora_rank: int,
     allowed_target_modules: tuple[str, ...],
     cache_dir: str | None = None,
+    cache_max_bytes: int | None = None,
+    quota: TenantQuota | None = None,
     s3_endpoint_url: str | None = None,
     s3_region: str | None = None,
     refresh_s: float = 2.0,
@@ -412,7 +633,7 @@ def open_store(
 ) -> AdapterStore:
     """Open the store named by a config's `adapters.uri` (a directory or s3://bucket/prefix)."""
     common = dict(base=base, max_lora_rank=max_lora_rank, allowed_target_modules=allowed_target_modules,
-                  cache_dir=cache_dir, reserved_names=reserved_names)
+                  cache_dir=cache_dir, cache_max_bytes=cache_max_bytes, quota=quota, reserved_names=reserved_names)
     if uri.startswith("s3://"):
         from adapters.store_s3 import S3Backend
 

@@ -3,18 +3,28 @@
 Everything here reads files only as data: JSON and the safetensors header. Nothing is
 unpickled or imported from an adapter, so a hostile upload cannot run code, and an
 adapter that would crash or silently misbehave in vLLM is refused with a reason
-before any engine sees it.
+before any engine sees it: every tensor's full shape is checked against the base
+model's module dimensions (`adapters.base_model`), not just its rank, because a
+matrix a few columns too wide passes a rank check and kills a vLLM engine in a
+generate step.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.base_model import BaseModelInfo, base_model_info  # noqa: F401 - re-exported: validation's view of the base
 from adapters.errors import AdapterInvalid
+from adapters.safetensors_header import (  # noqa: F401 - re-exported
+    FLOAT_DTYPES,
+    MAX_SAFETENSORS_HEADER_BYTES,
+    check_data_layout,
+    read_safetensors_header,
+    read_safetensors_layout,
+)
 
 # Adapter names become URL path segments, metric labels and folder names: keep them
 # boring. First character alphanumeric, so "." and ".." can never be a name.
@@ -31,19 +41,17 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # Files that can carry pickled code; their mere presence refuses the adapter.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 MAX_CONFIG_BYTES = 64 * 1024
-MAX_SAFETENSORS_HEADER_BYTES = 16 * 1024 * 1024
 
-_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
-
-
-@dataclass(frozen=True)
-class BaseModelInfo:
-    """What an adapter is checked against. `module_names` is empty when the base is
-    not a local folder (a hub id): then target modules are checked only against
-    the engine's allowed set."""
-
-    accepted_names: frozenset[str]
-    module_names: frozenset[str] = frozenset()
+# `<module path>.lora_A.weight` / `.lora_B.weight`, as peft saves them and as vLLM parses
+# them (a key with an adapter name in it, `lora_A.default.weight`, makes vLLM raise).
+_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
+PEFT_PREFIX = "base_model.model."
+# rank_pattern / alpha_pattern keys: module names, matched as peft and vLLM do
+# (`(.*\.)?(key)$`). vLLM runs them as regular expressions inside the engine, so anything
+# beyond a dotted name (a hostile pattern backtracks for minutes) is refused here.
+_PATTERN_KEY = re.compile(r"^[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*$")
+# peft features vLLM 0.32 refuses at load (vllm/lora/peft_helper.py): refused at upload.
+_SUPPORTED_INITS = ("true", "false", "gaussian", "eva", "orthogonal", "mica", "lora_ga")
 
 
 @dataclass(frozen=True)
@@ -80,40 +88,6 @@ def check_adapter_name(name: object, param: str = "model") -> str:
             param=param,
         )
     return name
-
-
-def base_model_info(source: str, served_name: str, aliases: tuple[str, ...] = ()) -> BaseModelInfo:
-    """Build the checks' view of the base model from its folder (if local)."""
-    names = {served_name, source, *aliases}
-    path = Path(source)
-    modules: set[str] = set()
-    if path.is_dir():
-        names.add(path.name)
-        for weights in sorted(path.glob("*.safetensors")):
-            for key in read_safetensors_header(weights):
-                parts = key.split(".")
-                if len(parts) >= 2 and parts[-1] in ("weight", "bias"):
-                    modules.add(parts[-2])
-    return BaseModelInfo(accepted_names=frozenset(names), module_names=frozenset(modules))
-
-
-def read_safetensors_header(path: Path) -> dict[str, dict]:
-    """Tensor name -> {dtype, shape, data_offsets}, read without loading any tensor."""
-    try:
-        with path.open("rb") as f:
-            raw_len = f.read(8)
-            if len(raw_len) != 8:
-                raise AdapterInvalid(f"{path.name} is not a safetensors file (too short)")
-            (header_len,) = struct.unpack("<Q", raw_len)
-            if header_len > MAX_SAFETENSORS_HEADER_BYTES:
-                raise AdapterInvalid(f"{path.name} has an implausible safetensors header ({header_len} bytes)")
-            header = json.loads(f.read(header_len))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise AdapterInvalid(f"{path.name} is not a readable safetensors file: {err}") from None
-    if not isinstance(header, dict):
-        raise AdapterInvalid(f"{path.name} has a malformed safetensors header")
-    header.pop("__metadata__", None)
-    return header
 
 
 def _load_config(folder: Path) -> dict:
@@ -178,20 +152,16 @@ def validate_adapter(
         )
 
     rank = _positive_int(config, "r")
-    ranks = [rank]
-    rank_pattern = config.get("rank_pattern") or {}
-    if not isinstance(rank_pattern, dict):
-        raise AdapterInvalid("rank_pattern must be an object")
-    for module, r in rank_pattern.items():
-        if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
-            raise AdapterInvalid(f"rank_pattern[{module!r}] must be a positive integer")
-        ranks.append(r)
+    rank_pattern = _pattern(config, "rank_pattern", int)
+    ranks = [rank, *rank_pattern.values()]
     if max(ranks) > max_lora_rank:
         raise AdapterInvalid(f"adapter rank {max(ranks)} exceeds this fleet's max_lora_rank {max_lora_rank}")
 
     alpha = config.get("lora_alpha", rank)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
         raise AdapterInvalid(f"lora_alpha must be a positive number, got {alpha!r}")
+    _pattern(config, "alpha_pattern", (int, float))
+    _check_features(config)
 
     targets = _target_modules(config)
     forbidden = FORBIDDEN_TARGET_MODULES.intersection(targets)
@@ -204,10 +174,9 @@ def validate_adapter(
         raise AdapterInvalid("DoRA adapters (use_dora) are not supported by the engine")
     if config.get("modules_to_save"):
         raise AdapterInvalid("modules_to_save is not supported: adapters may only carry LoRA weights")
-    if base.module_names:
-        missing = sorted(set(targets) - base.module_names)
-        if missing:
-            raise AdapterInvalid(f"target modules {missing} do not exist in the base model")
+    missing = sorted(set(targets) - base.module_names)
+    if missing:
+        raise AdapterInvalid(f"target modules {missing} do not exist in the base model")
     not_enabled = sorted(set(targets) - set(allowed_target_modules))
     if not_enabled:
         raise AdapterInvalid(f"target modules {not_enabled} are not enabled on this fleet (allowed: {', '.join(allowed_target_modules)})")
@@ -215,7 +184,9 @@ def validate_adapter(
     weights = folder / ADAPTER_WEIGHTS
     if not weights.is_file():
         raise AdapterInvalid(f"missing {ADAPTER_WEIGHTS}")
-    _check_weights(read_safetensors_header(weights), targets, max_lora_rank)
+    header, data_bytes = read_safetensors_layout(weights)
+    _check_weights(header, targets, max_lora_rank, base, rank, rank_pattern)
+    check_data_layout(header, data_bytes, ADAPTER_WEIGHTS)
 
     return AdapterSpec(
         name=name,
@@ -227,19 +198,100 @@ def validate_adapter(
     )
 
 
-def _check_weights(header: dict[str, dict], targets: tuple[str, ...], max_lora_rank: int) -> None:
+def _pattern(config: dict, key: str, kind) -> dict:
+    """`rank_pattern` / `alpha_pattern`: {module name: positive number}."""
+    pattern = config.get(key) or {}
+    if not isinstance(pattern, dict):
+        raise AdapterInvalid(f"{key} must be an object")
+    for module, value in pattern.items():
+        if not _PATTERN_KEY.fullmatch(module):
+            raise AdapterInvalid(
+                f"{key} key {module[:80]!r} is not a module name (regular expressions are not supported; "
+                "name the module, e.g. 'q_proj' or 'model.layers.0.self_attn.q_proj')"
+            )
+        if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+            raise AdapterInvalid(f"{key}[{module!r}] must be a positive {'integer' if kind is int else 'number'}")
+    return pattern
+
+
+def _check_features(config: dict) -> None:
+    """peft features that change what the adapter computes and that the engine does not
+    implement (vLLM refuses them at load): refused at upload instead."""
+    if config.get("bias", "none") not in ("none", None):
+        raise AdapterInvalid(f"bias={config.get('bias')!r} is not supported: adapters may not train biases")
+    for key, what in (("lora_bias", "LoRA bias"), ("alora_invocation_tokens", "Activated LoRA (aLoRA)"),
+                      ("layer_replication", "layer_replication"), ("use_bdlora", "block-diagonal LoRA"),
+                      ("use_qalora", "QALoRA")):
+        if config.get(key):
+            raise AdapterInvalid(f"{key} is set: {what} is not supported by the engine")
+    init = config.get("init_lora_weights", True)
+    if isinstance(init, str) and init.lower() not in _SUPPORTED_INITS:
+        raise AdapterInvalid(
+            f"init_lora_weights={init!r} modifies the base model's weights (PiSSA, OLoRA, CorDA, LoftQ); "
+            "convert the adapter to a plain LoRA first"
+        )
+
+
+def pattern_value(pattern: dict, module_path: str, default):
+    """The value peft and vLLM use for `module_path`: the first key that matches it as a
+    dotted suffix (`(.*\\.)?(key)$`), else `default`. Keys are plain names (`_pattern`)."""
+    for key, value in pattern.items():
+        if re.match(rf"(.*\.)?({key})$", module_path):
+            return value
+    return default
+
+
+def _check_weights(
+    header: dict[str, dict],
+    targets: tuple[str, ...],
+    max_lora_rank: int,
+    base: BaseModelInfo,
+    rank: int,
+    rank_pattern: dict,
+) -> None:
+    """Every tensor is a LoRA matrix of a targeted module the base has, shaped exactly
+    `lora_A [r, in_features]` / `lora_B [out_features, r]` with the module's r (its
+    rank_pattern entry, else `r`), and each module has both matrices."""
     if not header:
         raise AdapterInvalid(f"{ADAPTER_WEIGHTS} holds no tensors")
+    halves: dict[str, set[str]] = {}
     for key, info in header.items():
         match = _LORA_KEY.match(key)
         if not match:
             raise AdapterInvalid(f"unexpected tensor {key!r}: only lora_A/lora_B weights are allowed")
-        module = match.group("module").split(".")[-1]
+        module_path = match.group("module").removeprefix(PEFT_PREFIX)
+        module = module_path.split(".")[-1]
         if module not in targets:
             raise AdapterInvalid(f"tensor {key!r} is for module {module!r}, which is not in target_modules")
         shape = info.get("shape") if isinstance(info, dict) else None
-        if not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(d, int) and d > 0 for d in shape):
+        if not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
             raise AdapterInvalid(f"tensor {key!r} must be a 2-D matrix")
-        rank = shape[0] if match.group("ab") == "A" else shape[1]
-        if rank > max_lora_rank:
-            raise AdapterInvalid(f"tensor {key!r} has rank {rank}, above max_lora_rank {max_lora_rank}")
+        if info.get("dtype") not in FLOAT_DTYPES:
+            raise AdapterInvalid(f"tensor {key!r} has dtype {info.get('dtype')!r}; LoRA weights must be {', '.join(FLOAT_DTYPES)}")
+        ab = match.group("ab")
+        tensor_rank = shape[0] if ab == "A" else shape[1]
+        if tensor_rank > max_lora_rank:
+            raise AdapterInvalid(f"tensor {key!r} has rank {tensor_rank}, above max_lora_rank {max_lora_rank}")
+        dims = base.modules.get(module_path)
+        if dims is None:
+            raise AdapterInvalid(
+                f"tensor {key!r} is for module {module_path!r}, which this base model does not have "
+                f"({base.num_layers} layers; e.g. {_example_module(base, module)!r})"
+            )
+        in_features, out_features = dims
+        expected_rank = pattern_value(rank_pattern, module_path, rank)
+        expected = [expected_rank, in_features] if ab == "A" else [out_features, expected_rank]
+        if shape != expected:
+            raise AdapterInvalid(
+                f"tensor {key!r} has shape {shape}, expected {expected}: lora_{ab} of {module_path} "
+                f"(in_features {in_features}, out_features {out_features}) at rank {expected_rank}"
+            )
+        halves.setdefault(module_path, set()).add(ab)
+    for module_path, present in sorted(halves.items()):
+        if present != {"A", "B"}:
+            missing = "lora_B" if "A" in present else "lora_A"
+            raise AdapterInvalid(f"module {module_path} has no {missing} tensor; a LoRA needs both lora_A and lora_B")
+
+
+def _example_module(base: BaseModelInfo, module: str) -> str:
+    return next((p for p in base.modules if p.rsplit(".", 1)[-1] == module), next(iter(base.modules), "none"))

@@ -6,6 +6,7 @@ adapters by exactly the same rules."""
 
 from __future__ import annotations
 
+from adapters.quota import TenantQuota
 from adapters.store import AdapterStore, open_store
 from adapters.validation import base_model_info
 from deployments.config import LorafleetConfig
@@ -19,6 +20,8 @@ def open_adapter_store(config: LorafleetConfig) -> AdapterStore:
         max_lora_rank=config.engine.max_lora_rank,
         allowed_target_modules=config.engine.lora_target_modules,
         cache_dir=a.cache_dir,
+        cache_max_bytes=a.cache_max_bytes,
+        quota=TenantQuota(max_bytes=a.tenant_max_bytes, max_versions=a.tenant_max_versions),
         s3_endpoint_url=a.s3_endpoint_url,
         s3_region=a.s3_region,
         refresh_s=a.refresh_s,

@@ -154,13 +154,27 @@ class AdapterStoreConfig(_Strict):
         description="Folders (absolute paths) and `s3://bucket/prefix` locations an admin may import adapters from "
         "with POST /v1/adapters {\"name\", \"uri\"}. Empty (the default): imports by URI are off. Never the store itself.",
     )
+    cache_max_bytes: PositiveInt | None = Field(
+        default=20 * 1024**3,
+        description="Size cap of the node-local adapter cache (cache_dir, shared by the node's replicas): least recently "
+        "used versions are removed past it, never one an engine holds in use. None: no cap.",
+    )
+    tenant_max_bytes: PositiveInt | None = Field(
+        default=10 * 1024**3,
+        description="Storage quota: most bytes of adapter versions one tenant may own in the registry (uploads in flight "
+        "included); an upload past it gets 403 naming this field. Operator-owned adapters count against nobody. None: no limit.",
+    )
+    tenant_max_versions: PositiveInt | None = Field(
+        default=1000,
+        description="Storage quota: most adapter versions one tenant may own (a claimed name with no version left counts "
+        "as one); an upload past it gets 403 naming this field. None: no limit.",
+    )
     fetch_latency_ms: int = Field(
         default=0, ge=0, le=60_000,
         description="Emulated extra time of every adapter read from the store, spent inside the engine's load path "
         "(so it stalls the engine's batch, as a real slow read does). 0 in production; benchmarks set it to "
         "reproduce a GPU's load-to-decode-step cost ratio on a CPU engine.",
     )
-
 
     @model_validator(mode="after")
     def _check_import_roots(self) -> "AdapterStoreConfig":

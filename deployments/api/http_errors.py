@@ -9,7 +9,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from adapters.errors import AdapterExists, AdapterInvalid, AdapterLoadError, AdapterNotFound, LorafleetError, PayloadTooLarge
+from adapters.errors import (
+    AdapterExists,
+    AdapterInvalid,
+    AdapterLoadError,
+    AdapterNotFound,
+    LorafleetError,
+    NameTaken,
+    PayloadTooLarge,
+    QuotaExceeded,
+)
 from deployments.errors import EngineDead, InvalidRequest, Overloaded, PermissionDenied, RateLimited, RequestTimeout, Unauthenticated
 from deployments.engine.protocol import error_body
 
@@ -34,6 +43,8 @@ _ANSWERS: dict[type, tuple[int, str, str]] = {
     InvalidRequest: (400, "invalid_request_error", "invalid_value"),
     Unauthenticated: (401, "invalid_request_error", "invalid_api_key"),
     PermissionDenied: (403, "invalid_request_error", "permission_denied"),
+    NameTaken: (403, "invalid_request_error", "permission_denied"),
+    QuotaExceeded: (403, "invalid_request_error", "quota_exceeded"),
     RateLimited: (429, "requests", "rate_limit_exceeded"),
     Overloaded: (503, "server_error", "overloaded"),
     AdapterLoadError: (500, "server_error", "adapter_load_failed"),

@@ -28,11 +28,10 @@ configured import roots and never reading inside the store itself.
 from __future__ import annotations
 
 import asyncio
-import io
+import itertools
 import json
 import os
 import shutil
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from adapters.archive import ArchiveLimits, extract_adapter_archive
-from adapters.errors import AdapterInvalid, LorafleetError, PayloadTooLarge
+from adapters.errors import AdapterInvalid, LorafleetError, NameTaken, PayloadTooLarge
 from adapters.manifest import hash_folder
 from adapters.store import AdapterStore, StoreEntry
 from adapters.validation import PICKLE_SUFFIXES, check_adapter_name
@@ -154,9 +153,10 @@ class Registry:
             return entry.spec
 
         spec = await asyncio.to_thread(servable)
+        chunks = self.store.iter_archive(spec)  # streamed and verified: a version is never held in memory
+        first = await asyncio.to_thread(next, chunks, b"")  # an error before any byte is still a JSON error
         filename = f"{spec.name}@{spec.version}.tar.gz"
-        # A sync generator: Starlette runs it in a worker thread, a block at a time.
-        return StreamingResponse(self._stream_archive(spec), media_type="application/gzip",
+        return StreamingResponse(itertools.chain([first], chunks), media_type="application/gzip",
                                  headers={"content-disposition": f'attachment; filename="{filename}"'})
 
     # ----------------------------------------------------------------- helpers
@@ -173,9 +173,12 @@ class Registry:
         owner = requested if principal.is_admin else principal.tenant
         if principal.is_admin and principal.tenant == "anonymous":
             owner = requested  # auth off (the local demo): no tenant to own it
-        versions = self.store.versions(name)
-        if versions:
-            require_admin_or_owner(principal, versions[-1].owner, f"publishing a new version of `{name}`")
+        claim = self.store.name_owner(name)
+        if claim is not None:
+            if not (principal.is_admin or (claim.owner is not None and claim.owner == principal.tenant)):
+                raise NameTaken(name, owner=claim.owner)  # one answer, whoever owns it and however visible
+            if principal.is_admin and requested is None:
+                owner = claim.owner  # a name has one owner: a new version keeps it
         return owner
 
     async def _read_upload(self, request: Request, staging: Path, principal: Principal) -> tuple[dict, Path]:
@@ -333,20 +336,6 @@ class Registry:
         if total > self.settings.max_unpacked_bytes:
             raise PayloadTooLarge(f"the adapter is larger than {self.settings.max_unpacked_bytes} bytes (adapters.max_unpacked_bytes)")
 
-    def _stream_archive(self, spec):
-        """The version's files as a tar.gz, produced as it is sent: memory holds one
-        file at a time and the compressed bytes not yet sent, never the archive."""
-        sink = _Chunks()
-        with tarfile.open(fileobj=sink, mode="w|gz") as tar:
-            for relpath in self.store.file_list(spec):
-                data = self.store.read_file(spec, relpath)  # checked against the manifest's sha256
-                info = tarfile.TarInfo(relpath)
-                info.size = len(data)
-                info.mode = 0o644
-                tar.addfile(info, io.BytesIO(data))
-                yield from sink.drain()
-        yield from sink.drain()
-
     def _describe(self, entry: StoreEntry) -> dict:
         """The version's manifest; a legacy flat folder gets one computed on the fly."""
         if entry.manifest is not None:
@@ -385,18 +374,3 @@ class Registry:
             "source": m.source if m else "legacy",
         }
 
-
-class _Chunks:
-    """A write-only file that hands out what was written so far (for streamed archives)."""
-
-    def __init__(self):
-        self._parts: list[bytes] = []
-
-    def write(self, data: bytes) -> int:
-        self._parts.append(bytes(data))
-        return len(data)
-
-    def drain(self):
-        parts, self._parts = self._parts, []
-        if parts:
-            yield b"".join(parts)

@@ -155,9 +155,12 @@ class VLLMEngine(Engine):
 
     def __init__(self, config: LorafleetConfig, replica_id: str, node_id: str = "", store=None):
         self.config = config
-        # spec -> local folder vLLM can read: the store downloads (S3) or copies a
-        # published version into the node cache and checks every file's sha256 first.
-        self._materialize = store.materialize if store is not None else (lambda spec: spec.path)
+        # spec -> a pinned local folder vLLM can read: the store downloads (S3) or copies a
+        # published version into the node cache, checking every file's sha256 first, and
+        # its cache collector never removes a pinned folder. The pin is held while the LoRA
+        # is registered: vLLM reads the folder again after evicting it from host memory.
+        self._pin = store.pin if store is not None else _unpinned
+        self._pins: dict[str, object] = {}  # served id -> its CachePin
         self.replica_id = replica_id
         self.node_id = node_id
         self.residency = metrics.ObservedResidency(config.engine.max_loras, config.engine.max_cpu_loras, replica_id)
@@ -285,10 +288,14 @@ class VLLMEngine(Engine):
         self._loading.add(key)
         started = time.perf_counter()
         try:
-            path = await asyncio.to_thread(self._materialize, spec)
+            pin = await asyncio.to_thread(self._pin, spec)
             lora_id = next(self._lora_ids) if fresh else current[0]
-            request = LoRARequest(lora_name=key, lora_int_id=lora_id, lora_path=path)
-            await self.engine.add_lora(request)
+            request = LoRARequest(lora_name=key, lora_int_id=lora_id, lora_path=str(pin.path))
+            try:
+                await self.engine.add_lora(request)
+            except BaseException:
+                pin.release()
+                raise
         except (AdapterLoadError, AdapterInvalid):
             raise
         except Exception as err:  # vLLM raises plain exceptions for weights it cannot use
@@ -305,6 +312,10 @@ class VLLMEngine(Engine):
         if fresh and current is not None:
             await self.engine.remove_lora(current[0])
         self._forget_evicted()
+        previous = self._pins.pop(key, None)
+        if previous is not None:
+            previous.release()
+        self._pins[key] = pin
         self._models.lora_requests[key] = request
         self._registered[key] = (lora_id, spec.fingerprint)
         self.residency.loaded(key)
@@ -319,6 +330,9 @@ class VLLMEngine(Engine):
         for key in [k for k in self._registered if k not in self.residency.cpu and k not in self._loading]:
             del self._registered[key]
             self._models.lora_requests.pop(key, None)
+            pin = self._pins.pop(key, None)
+            if pin is not None:
+                pin.release()  # the node cache may collect it now
 
     async def reconcile(self, desired_gpu: list[str], desired_cpu: list[str], resolve) -> list[str]:
         """Move toward the placement controller's desired set: preload (store -> host
@@ -422,6 +436,20 @@ class VLLMEngine(Engine):
         yield result.model_dump_json()
         if (final := _final_usage(usage)) is not None:
             yield final
+
+
+class _Unpinned:
+    """A folder used in place (no store: tests, a legacy flat adapter)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def release(self) -> None:
+        pass
+
+
+def _unpinned(spec):
+    return _Unpinned(spec.path)
 
 
 class _Started:

@@ -67,7 +67,8 @@ class FakeEngine(Engine):
             raise AdapterInvalid(f"The adapter `{spec.served_id}` cannot be loaded by the engine.", param="model")
         if spec.served_id not in self.residency.cpu:
             if self.store is not None:
-                await asyncio.to_thread(self.store.materialize, spec)
+                pin = await asyncio.to_thread(self.store.pin, spec)  # verified files, as vLLM would read
+                pin.release()
             self.residency.loaded(spec.served_id)
 
     async def reconcile(self, desired_gpu, desired_cpu, resolve) -> list[str]:

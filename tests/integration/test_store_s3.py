@@ -1,9 +1,11 @@
 """The adapter store on a real S3-compatible server (moto's standalone server on
 127.0.0.1): publishing, atomic visibility, integrity on load, versions under
-concurrency, deletion, and a second process's view. No Ray, no engines."""
+concurrency, deletion, a second process's view, name claims, quotas, streaming and
+a base model read from the bucket. No Ray, no engines."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import threading
 from pathlib import Path
@@ -14,7 +16,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.testclient import TestClient
 
-from adapters.errors import AdapterExists, AdapterLoadError, AdapterNotFound
+from adapters.archive import ArchiveLimits, extract_adapter_archive
+from adapters.errors import AdapterExists, AdapterInvalid, AdapterLoadError, AdapterNotFound, NameTaken, QuotaExceeded
+from adapters.quota import TenantQuota
 from adapters.store import open_store
 from adapters.store_s3 import S3Backend
 from adapters.validation import PROJECTION_MODULES
@@ -198,3 +202,131 @@ def test_flat_layout_objects_are_not_adapters(store, s3_bucket, haiku):
     for path in haiku.iterdir():  # someone copied a peft folder straight into the bucket
         client.upload_file(str(path), bucket, f"adapters/loose/{path.name}")
     assert store.names() == []
+
+
+# ---- issue 12: names, quotas, streaming, base model on S3 -------------------------------
+
+
+def _race(store, folder, owners, name="fresh"):
+    barrier = threading.Barrier(len(owners))
+    results, errors = [], []
+
+    def upload(owner):
+        barrier.wait()
+        try:
+            results.append(store.publish(folder, name, owner=owner))
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=upload, args=(o,)) for o in owners]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors
+
+
+def test_tenants_racing_for_a_new_name_on_s3_exactly_one_wins(store, haiku, s3_bucket):
+    """The claim is a conditional PUT (If-None-Match: *): two stores (two ingress
+    processes) racing for one name, exactly one wins."""
+    results, errors = _race(store, haiku, [f"tenant-{i}" for i in range(6)])
+    assert len(results) == 1 and len(errors) == 5
+    assert all(type(e) is NameTaken and e.owner == results[0].owner for e in errors)
+    assert "adapters/.names/fresh.json" in _keys(s3_bucket)
+    assert store.name_owner("fresh").owner == results[0].owner
+
+
+def test_a_claimed_name_survives_deleting_every_version_on_s3(store, haiku):
+    store.publish(haiku, "custom", owner="acme")
+    store.delete("custom")
+    with pytest.raises(NameTaken):
+        store.publish(haiku, "custom", owner="beta")
+    assert store.publish(haiku, "custom", owner="acme").version == "2"
+
+
+def test_the_quota_holds_on_s3_across_two_processes_views(s3_bucket, base_info, tmp_path, haiku):
+    """Two stores (say, two ingress replicas) share one tenant's quota through the bucket."""
+    endpoint, bucket = s3_bucket
+
+    def opened(cache):
+        return open_store(f"s3://{bucket}/adapters", base=base_info, max_lora_rank=16,
+                          allowed_target_modules=PROJECTION_MODULES, cache_dir=str(tmp_path / cache),
+                          s3_endpoint_url=endpoint, refresh_s=3600, quota=TenantQuota(max_versions=2))
+
+    first, second = opened("c1"), opened("c2")
+    assert first.names() == []  # second's listing is now cached for an hour...
+    second.names()
+    first.publish(haiku, "a", owner="acme")
+    second.publish(haiku, "b", owner="acme")  # ...but the quota check lists afresh
+    with pytest.raises(QuotaExceeded, match="tenant_max_versions"):
+        first.publish(haiku, "c", owner="acme")
+    assert second.usage("acme").versions == 2
+    second.delete("b")  # "b" stays acme's name (counting as one version): room for a version of it
+    assert first.publish(haiku, "b", owner="acme").version == "2"
+
+
+_MATERIALIZE_CHILD = """
+import json, sys, tracemalloc
+from adapters.store import open_store
+from adapters.validation import PROJECTION_MODULES, base_model_info
+uri, endpoint, base, cache = sys.argv[1:5]
+store = open_store(uri, base=base_model_info(base, "lorafleet-tiny-llama"), max_lora_rank=16,
+                   allowed_target_modules=PROJECTION_MODULES, cache_dir=cache, s3_endpoint_url=endpoint)
+spec = store.resolve("big")
+tracemalloc.start()
+path = store.materialize(spec)
+print(json.dumps({"path": path, "peak": tracemalloc.get_traced_memory()[1]}))
+"""
+
+
+def test_materialize_streams_an_s3_object_into_the_cache(store, s3_bucket, haiku, demo_assets, tmp_path):
+    """Measured in a replica-like process of its own (moto's server runs inside the test
+    process, so its memory would be traced here)."""
+    import json
+    import random
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    endpoint, bucket = s3_bucket
+    folder = tmp_path / "big"
+    shutil.copytree(haiku, folder)
+    (folder / "extra.dat").write_bytes(random.Random(0).randbytes(24 * 1024 * 1024))
+    store.publish(folder, "big")
+    done = subprocess.run(
+        [sys.executable, "-c", _MATERIALIZE_CHILD, f"s3://{bucket}/adapters", endpoint, str(demo_assets / "base"),
+         str(tmp_path / "replica-cache")], cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (Path(result["path"]) / "extra.dat").read_bytes() == (folder / "extra.dat").read_bytes()
+    assert result["peak"] < 12 * 1024 * 1024  # a whole-object read traces at least 24 MB
+
+
+def test_iter_archive_of_an_s3_version_round_trips(store, haiku, tmp_path):
+    store.publish(haiku, "custom")
+    data = b"".join(store.iter_archive(store.resolve("custom")))
+    out = tmp_path / "out"
+    out.mkdir()
+    root = extract_adapter_archive(io.BytesIO(data), out, ArchiveLimits(max_unpacked_bytes=1 << 26, max_files=16))
+    assert sorted(p.name for p in root.iterdir()) == sorted(p.name for p in haiku.iterdir() if p.is_file())
+
+
+def test_a_base_model_in_s3_checks_adapter_shapes(s3_bucket, demo_assets, tmp_path):
+    """Module dims of an s3:// base: exact from the weights' headers (two ranged GETs per
+    file, never the weights), or derived from config.json alone."""
+    from adapters.validation import base_model_info, validate_adapter
+    from tests.poison_adapters import widen_lora_a
+
+    endpoint, bucket = s3_bucket
+    client = boto3.client("s3", endpoint_url=endpoint)
+    for path in (demo_assets / "base").iterdir():
+        client.upload_file(str(path), bucket, f"models/tiny/{path.name}")
+    client.upload_file(str(demo_assets / "base" / "config.json"), bucket, "models/config-only/config.json")
+    poet = demo_assets / "adapters" / "poet"
+    poison = widen_lora_a(poet, tmp_path / "poison")
+    for prefix, dims_from in (("tiny", "safetensors headers + config.json"), ("config-only", "config.json")):
+        base = base_model_info(f"s3://{bucket}/models/{prefix}", "lorafleet-tiny-llama", s3_endpoint_url=endpoint)
+        assert base.dims_from == dims_from
+        validate_adapter(poet, base=base, max_lora_rank=16)
+        with pytest.raises(AdapterInvalid, match=r"expected \[16, 128\]"):
+            validate_adapter(poison, base=base, max_lora_rank=16)

@@ -45,7 +45,7 @@ def engine():
             raise AdapterLoadError(f"adapter `{spec.served_id}` is corrupted in the store", retriable=False)
         return f"/cache/{spec.fingerprint}" if spec.files else spec.path  # as AdapterStore.materialize
 
-    e = VLLMEngine(config, "r1", store=SimpleNamespace(materialize=materialize))
+    e = VLLMEngine(config, "r1", store=SimpleNamespace(pin=lambda spec: SimpleNamespace(path=materialize(spec), release=lambda: None)))
     e.engine = FakeEngine()
     e._models = SimpleNamespace(lora_requests={})
     return e
@@ -98,7 +98,7 @@ async def test_weights_the_engine_refuses_make_the_adapter_unservable_fleet_wide
     with pytest.raises(AdapterInvalid):  # refused at once: the engine is not asked again
         await engine.ensure_adapter(_spec("x", "1", "poison"))
     assert engine.engine.added == []
-    other = VLLMEngine(engine.config, "r2", store=SimpleNamespace(materialize=lambda spec: spec.path))
+    other = VLLMEngine(engine.config, "r2")
     other.engine = FakeEngine()
     other._models = SimpleNamespace(lora_requests={})
     other.mark_unservable(["poison"])  # what the controller's answer carries

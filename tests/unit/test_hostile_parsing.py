@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from adapters.base_model import modules_from_config
 from adapters.errors import AdapterInvalid
 from deployments.errors import InvalidRequest
 from adapters.validation import AdapterSpec, BaseModelInfo, validate_adapter
@@ -95,10 +96,12 @@ VALID_ADAPTER_CONFIG = {
     "target_modules": ["q_proj", "v_proj"], "rank_pattern": {}, "use_dora": False, "modules_to_save": None,
 }
 VALID_HEADER = {
-    "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": {"dtype": "F32", "shape": [8, 128], "data_offsets": [0, 0]},
-    "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": {"dtype": "F32", "shape": [128, 8], "data_offsets": [0, 0]},
+    "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": {"dtype": "F32", "shape": [8, 128], "data_offsets": [0, 4096]},
+    "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": {"dtype": "F32", "shape": [128, 8], "data_offsets": [4096, 8192]},
 }
-BASE = BaseModelInfo(accepted_names=frozenset({"tiny"}), module_names=frozenset({"q_proj", "k_proj", "v_proj", "o_proj"}))
+VALID_DATA_BYTES = 8192
+BASE = BaseModelInfo(accepted_names=frozenset({"tiny"}), modules=modules_from_config(
+    {"model_type": "llama", "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 352, "num_hidden_layers": 2}))
 
 adapter_configs = _mutated(VALID_ADAPTER_CONFIG, list(VALID_ADAPTER_CONFIG) + ["rank_pattern", "alpha_pattern"]) | json_values
 headers = (
@@ -112,7 +115,8 @@ def _write_adapter(folder: Path, config_text: str, header: object | bytes) -> No
     folder.mkdir()
     (folder / "adapter_config.json").write_text(config_text)
     raw = header if isinstance(header, bytes) else json.dumps(header).encode()
-    (folder / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw)
+    data = b"\0" * VALID_DATA_BYTES if header == VALID_HEADER else b""  # the tensors' bytes, so a valid one passes
+    (folder / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + data)
 
 
 @SETTINGS
