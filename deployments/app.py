@@ -7,6 +7,8 @@ running lorafleet deploys the same graph from the same validated schema.
 
 from __future__ import annotations
 
+import logging
+
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig, RequestRouterConfig
 
@@ -20,8 +22,10 @@ from deployments.engine.base import VLLM_ENGINE
 from deployments.engine.vllm_engine import engine_environment
 
 APP_NAME = "lorafleet"
-INGRESS_HEADROOM = 32  # ingress slots beyond its admission cap: refusals and cheap endpoints
+INGRESS_HEADROOM = 64  # ingress slots beyond twice its admission cap: refusals and cheap endpoints
 SHED_WITH_RETRY_AFTER = BackpressureConfig(status_code=503, retry_after_s=1)
+
+logger = logging.getLogger(__name__)
 
 
 def request_router_config(config: LorafleetConfig) -> RequestRouterConfig:
@@ -54,7 +58,7 @@ def build_graph(config: LorafleetConfig | dict, *, engine_factory: str = VLLM_EN
     controller = FleetController.options(ray_actor_options={"num_cpus": 0}).bind(d.stats_report_period_s, placement)
     engine = EngineReplica.options(
         num_replicas=d.num_replicas,
-        max_ongoing_requests=d.max_ongoing_requests,
+        max_ongoing_requests=config.replica_max_ongoing_requests(),
         max_queued_requests=d.max_queued_requests,
         backpressure_config=SHED_WITH_RETRY_AFTER,
         health_check_period_s=d.health_check_period_s,
@@ -70,16 +74,19 @@ def build_graph(config: LorafleetConfig | dict, *, engine_factory: str = VLLM_EN
     admitted = ingress_admission_limit(
         configured=d.ingress_max_ongoing_requests,
         num_replicas=d.num_replicas,
-        max_ongoing_requests=d.max_ongoing_requests,
+        max_ongoing_requests=config.replica_max_ongoing_requests(),
         max_queued_requests=d.max_queued_requests,
     )
+    for warning in config.batching_warnings():
+        logger.warning(warning)
     return Ingress.options(
         num_replicas=d.ingress_replicas,
-        # Room above the admission cap so the ingress itself answers the overflow with an
-        # OpenAI-shaped 503 (and /health, /v1/models stay reachable); the proxy's queue
-        # for the ingress is bounded too, as a last resort (Ray answers 503 + Retry-After).
-        max_ongoing_requests=admitted + INGRESS_HEADROOM,
-        max_queued_requests=admitted,
+        # Far more room than the admission cap: the ingress itself answers the overflow
+        # at once with an OpenAI-shaped 503 (and /health, /v1/models stay reachable), so
+        # Ray's HTTP proxy never becomes the queue. The proxy's own queue for the
+        # ingress is a small last resort (Ray answers 503 + Retry-After, in plain text).
+        max_ongoing_requests=2 * admitted + INGRESS_HEADROOM,
+        max_queued_requests=INGRESS_HEADROOM,
         backpressure_config=SHED_WITH_RETRY_AFTER,  # the proxy's plain-text 503 still tells clients when to retry
         ray_actor_options={"num_cpus": d.ingress_cpus},
     ).bind(config_dict, engine, controller)

@@ -94,7 +94,12 @@ class DeploymentConfig(_Strict):
     num_replicas: PositiveInt = Field(default=2, description="Engine replicas (one vLLM engine each).")
     replica_cpus: PositiveFloat = Field(default=1.0, description="Ray CPUs reserved per engine replica.")
     replica_gpus: float = Field(default=0.0, ge=0, description="Ray GPUs per engine replica (1 on a GPU cluster, 0 on CPU).")
-    max_ongoing_requests: PositiveInt = Field(default=64, description="Requests one replica accepts concurrently before the router queues.")
+    max_ongoing_requests: PositiveInt | None = Field(
+        default=None,
+        description="Requests one engine replica accepts at once (Ray Serve's per-replica limit); the router queues "
+        "the rest. None: the engine's max_num_seqs, what it batches. Lower starves the engine's batching (warned at "
+        "start); higher queues inside the engine, where the router can no longer move requests to a freer replica.",
+    )
     max_queued_requests: PositiveInt = Field(
         default=256, description="Requests waiting for a replica before the API answers 503 with Retry-After."
     )
@@ -248,6 +253,12 @@ class ServerConfig(_Strict):
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the OpenAI-compatible API.")
     request_timeout_s: PositiveFloat = Field(default=300.0, description="Longest a request may take end to end.")
     max_request_bytes: PositiveInt = Field(default=1_048_576, description="Largest accepted request body (413 above it).")
+    max_queue_wait_s: PositiveFloat = Field(
+        default=5.0,
+        description="Admission bound: a completion request is admitted only if the engines can start it within this "
+        "long (expected from the requests queued ahead and the rate requests complete); otherwise it gets 503 with "
+        "Retry-After at once, instead of queueing and stretching every admitted request's latency.",
+    )
     body_read_timeout_s: PositiveFloat = Field(
         default=30.0,
         description="Longest a request body may take to arrive (408 after it). Bodies are read before a request "
@@ -341,6 +352,19 @@ class LorafleetConfig(_Strict):
     routing: RoutingConfig = RoutingConfig()
     placement: PlacementConfig = PlacementConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+
+    def replica_max_ongoing_requests(self) -> int:
+        """Ray Serve's per-replica limit: as configured, else the engine's batch size."""
+        return self.deployment.max_ongoing_requests or self.engine.max_num_seqs
+
+    def batching_warnings(self) -> list[str]:
+        """Settings that starve the engine's batching (printed at start)."""
+        configured = self.deployment.max_ongoing_requests
+        if configured is not None and configured < self.engine.max_num_seqs:
+            return [f"deployment.max_ongoing_requests ({configured}) is below engine.max_num_seqs "
+                    f"({self.engine.max_num_seqs}): Ray Serve will hold back requests the engine could batch "
+                    "(leave it unset to follow max_num_seqs)"]
+        return []
 
     def with_paths_resolved(self, base_dir: Path) -> "LorafleetConfig":
         """Resolve relative local paths against `base_dir` (the config file's folder)."""

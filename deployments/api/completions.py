@@ -76,7 +76,9 @@ class Completions:
         observed.resolved(adapter.served_id if adapter else None)
         ticket = ctx.admission.try_enter()
         if ticket is None:
-            raise Overloaded(f"This server is at its limit of {ctx.admission.limit} concurrent requests; retry shortly.")
+            raise Overloaded(
+                f"The fleet cannot start this request within {ctx.config.server.max_queue_wait_s:g} s "
+                "(server.max_queue_wait_s); retry after the Retry-After seconds.", retry_after_s=ctx.admission.retry_after_s())
         try:
             admitted = await self._admit(body, endpoint, principal)
             bill = ctx.new_bill(principal, adapter.name if adapter else ctx.catalog.base_name, admitted.reservation)

@@ -27,7 +27,7 @@ from deployments.config import LorafleetConfig
 from deployments.engine.protocol import FinalUsage
 from deployments.errors import LorafleetError, RateLimited
 from deployments.observability import metrics
-from deployments.tenancy.admission import AdmissionGate, ingress_admission_limit
+from deployments.tenancy.admission import AdmissionGate, LatencyBoundedGate, ingress_admission_limit
 from deployments.tenancy.billing import Bill, PendingBills
 from deployments.tenancy.keys import KeyLimits, KeysFileWatcher, Principal, anonymous, bearer_token
 from deployments.tenancy.ledger import UsageLedger
@@ -46,7 +46,7 @@ class ApiContext:
     keys: KeysFileWatcher | None
     default_limits: KeyLimits
     limiter: KeyRateLimiter
-    admission: AdmissionGate
+    admission: LatencyBoundedGate
     readers: AdmissionGate  # request bodies being read at once
     uploads: AdmissionGate  # adapter uploads and imports being processed at once
     ledger: UsageLedger | None
@@ -54,6 +54,7 @@ class ApiContext:
     ingress_id: str = ""
     counts_prompts: bool = False  # count every prompt (auth on: billing fallbacks need it)
     _counter: concurrent.futures.Future | None = field(default=None, repr=False)
+    _slots_checked: float = field(default=0.0, repr=False)
 
     # ------------------------------------------------------------------ callers
 
@@ -115,6 +116,21 @@ class ApiContext:
             for report in reports:
                 self.pending_bills.settle(report.request_id, FinalUsage(report.prompt_tokens, report.completion_tokens))
             self.pending_bills.expire()
+            await self._refresh_engine_slots()
+
+    async def _refresh_engine_slots(self) -> None:
+        """The admission gate's idea of the engines' concurrency follows the live replica
+        count (autoscaling changes it), at most every few seconds."""
+        now = time.monotonic()
+        if now - self._slots_checked < 5.0:
+            return
+        self._slots_checked = now
+        try:
+            replicas = len(await self.fleet.replicas())
+        except Exception:  # noqa: BLE001 - the controller restarts: keep the last count
+            return
+        if replicas:
+            self.admission.set_slots(engine_slots(self.config, replicas))
 
     def close(self) -> None:
         """Shutdown: bill what still waits, write the ledger."""
@@ -125,6 +141,11 @@ class ApiContext:
 
 def _record_billed(principal: Principal, adapter: str, usage) -> None:
     metrics.record_ledger_usage(principal.tenant, adapter, usage.prompt_tokens, usage.completion_tokens)
+
+
+def engine_slots(config: LorafleetConfig, replicas: int) -> int:
+    """Requests the engines run at once, this ingress replica's share."""
+    return max(1, replicas * config.replica_max_ongoing_requests() // config.deployment.ingress_replicas)
 
 
 def ledger_path(config: LorafleetConfig, store: AdapterStore) -> str:
@@ -153,8 +174,9 @@ def build_context(
     server, d = config.server, config.deployment
     limits = KeyLimits(requests_per_second=server.limits.requests_per_second,
                        tokens_per_minute=server.limits.tokens_per_minute)
+    per_replica = config.replica_max_ongoing_requests()
     admitted = ingress_admission_limit(configured=d.ingress_max_ongoing_requests, num_replicas=d.num_replicas,
-                                       max_ongoing_requests=d.max_ongoing_requests, max_queued_requests=d.max_queued_requests)
+                                       max_ongoing_requests=per_replica, max_queued_requests=d.max_queued_requests)
     ledger = None
     if server.usage.enabled:
         ledger = UsageLedger(ledger_path(config, store), flush_period_s=server.usage.flush_period_s,
@@ -168,7 +190,9 @@ def build_context(
         keys=KeysFileWatcher(server.auth.keys_file, limits) if server.auth.enabled else None,
         default_limits=limits,
         limiter=KeyRateLimiter(shares=d.ingress_replicas, clock=clock),
-        admission=AdmissionGate(admitted),
+        admission=LatencyBoundedGate(
+            hard_limit=admitted, slots=engine_slots(config, d.num_replicas), max_wait_s=server.max_queue_wait_s,
+            cold_queue=max(1, d.max_queued_requests // d.ingress_replicas), clock=clock),
         readers=AdmissionGate(admitted),
         uploads=AdmissionGate(config.adapters.max_concurrent_uploads),
         ledger=ledger,

@@ -94,7 +94,7 @@ TEMPLATE_CHECKS = {
     "autoscaling min above max": ({"autoscaling": {"engineReplicas": {"enabled": True, "minReplicas": 3, "maxReplicas": 2}}},
                                   "minReplicas (3) must be <= maxReplicas (2)"),
     "autoscaling target above max_ongoing_requests": ({"autoscaling": {"engineReplicas": {"enabled": True, "targetOngoingRequests": 512}}},
-                                                      "must be <= lorafleet.deployment.max_ongoing_requests (256)"),
+                                                      "must be <= lorafleet.deployment.max_ongoing_requests (256; unset: engine.max_num_seqs)"),
 }
 
 

@@ -50,8 +50,8 @@ def _router(policy="adapter_affinity", **settings):
     return router
 
 
-def _choose(router, replicas, adapter):
-    return asyncio.run(router.choose_replicas(replicas, FakePending(FakeMetadata(adapter))))
+def _choose(router, replicas, adapter, request_id="req-0"):
+    return asyncio.run(router.choose_replicas(replicas, FakePending(FakeMetadata(adapter, request_id))))
 
 
 def test_ranks_hold_one_replica_each_with_the_holder_first():
@@ -63,7 +63,7 @@ def test_ranks_hold_one_replica_each_with_the_holder_first():
 
 def _route(router, replicas, adapter, request_id):
     """One decision, reported back as Ray does once the replica accepted it."""
-    best = _choose(router, replicas, adapter)[0][0].replica_id
+    best = _choose(router, replicas, adapter, request_id)[0][0].replica_id
     router.on_request_routed(FakePending(FakeMetadata(adapter, request_id)), best, None)
     return best.unique_id
 
@@ -161,3 +161,47 @@ def test_a_retry_avoids_the_replica_that_died_unless_it_is_the_only_one():
     assert ranks  # the others remain
     alone = asyncio.run(router.choose_replicas([_replica("a", gpu=["poet"])], retry))
     assert alone[0][0].replica_id.unique_id == "a"  # better a try than no replica at all
+
+
+# ---- claims: counted from the choice, not from Ray's report ------------------------------
+
+
+def test_a_burst_chosen_in_one_instant_spreads_before_ray_reports_any_routing():
+    """Before: a request counted only once Ray reported it routed, so a burst of choices
+    made before any report all saw empty counts and went to the hot adapter's holder."""
+    router = _router(spread_threshold=2, spread_ratio=1.0)
+    replicas = [_replica("a", gpu=["poet"]), _replica("b"), _replica("c")]
+    chosen = [_choose(router, replicas, "poet", f"burst-{i}")[0][0].replica_id.unique_id for i in range(8)]
+    assert chosen[0] == "a" and len(set(chosen)) >= 2
+
+
+def test_a_claim_ray_routes_elsewhere_moves_and_one_never_routed_expires():
+    from deployments.serve.router import Claims
+    from cluster.routing.inflight import InflightTracker
+
+    now = [0.0]
+    inflight = InflightTracker()
+    claims = Claims(inflight, ttl_s=10, clock=lambda: now[0])
+    claims.claim("r1", "a", "poet")
+    claims.routed("r1", "b", "poet")  # Ray took the second-ranked replica
+    assert (inflight.count("a"), inflight.count("b")) == (0, 1)
+    claims.claim("r2", "a", "poet")  # cancelled while queued: never routed
+    now[0] = 9.0
+    claims.expire()
+    assert inflight.count("a") == 1
+    now[0] = 11.0
+    claims.expire()
+    assert inflight.count("a") == 0 and len(claims) == 0
+
+
+def test_the_view_is_rebuilt_only_when_ray_hands_a_new_candidate_list():
+    router = _router()
+    replicas = [_replica("a", gpu=["poet"]), _replica("b")]
+    _choose(router, replicas, "poet", "x1")
+    view = router._view
+    _choose(router, replicas, "poet", "x2")
+    assert router._view is view  # same list object: nothing rebuilt
+    changed = [replicas[0], _replica("b", gpu=["haiku"])]
+    changed[1].routing_stats["ts"] = 2.0
+    _choose(router, changed, "haiku", "x3")
+    assert router._view is not view and router._parsed["a"][1] is view.stats("a")  # "a" not re-parsed

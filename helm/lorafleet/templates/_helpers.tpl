@@ -112,8 +112,9 @@ values to change.
 {{- if gt (int $as.minReplicas) (int $as.maxReplicas) }}
 {{- fail (printf "autoscaling.engineReplicas: minReplicas (%v) must be <= maxReplicas (%v)" $as.minReplicas $as.maxReplicas) }}
 {{- end }}
-{{- if gt (float64 $as.targetOngoingRequests) (float64 $lf.deployment.max_ongoing_requests) }}
-{{- fail (printf "autoscaling.engineReplicas.targetOngoingRequests (%v) must be <= lorafleet.deployment.max_ongoing_requests (%v), or Ray Serve never scales up" $as.targetOngoingRequests $lf.deployment.max_ongoing_requests) }}
+{{- $perReplica := $lf.deployment.max_ongoing_requests | default $lf.engine.max_num_seqs }}
+{{- if gt (float64 $as.targetOngoingRequests) (float64 $perReplica) }}
+{{- fail (printf "autoscaling.engineReplicas.targetOngoingRequests (%v) must be <= lorafleet.deployment.max_ongoing_requests (%v; unset: engine.max_num_seqs), or Ray Serve never scales up" $as.targetOngoingRequests $perReplica) }}
 {{- end }}
 {{- end }}
 {{- $gpusNeeded := mulf $replicas $lf.deployment.replica_gpus }}
