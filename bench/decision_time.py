@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,11 +44,38 @@ def run_benchmarks() -> list[dict]:
     return rows
 
 
+def glue_percentiles(n_replicas: int, decisions: int = 5000) -> dict:
+    """Each of `decisions` whole glue decisions timed on its own: p50 / p99 / max in µs."""
+    import itertools
+    import random
+
+    from cluster.routing.synthetic import adapter_name
+    from bench.harness.router_glue import N_ADAPTERS, glue_decision, glue_router_and_replicas
+
+    router, replicas = glue_router_and_replicas(n_replicas)
+    rng = random.Random(0)
+    adapters = itertools.cycle([adapter_name(rng.randrange(N_ADAPTERS)) for _ in range(64)])
+    for i in range(200):  # warm-up
+        glue_decision(router, replicas, next(adapters), f"w{i}")
+    times = []
+    for i in range(decisions):
+        started = time.perf_counter()
+        glue_decision(router, replicas, next(adapters), f"r{i}")
+        times.append(time.perf_counter() - started)
+    times.sort()
+    pick = lambda q: round(times[min(len(times) - 1, int(q * len(times)))] * 1e6, 1)  # noqa: E731
+    return {"replicas": n_replicas, "decisions": decisions, "p50_us": pick(0.5), "p99_us": pick(0.99), "max_us": round(times[-1] * 1e6, 1)}
+
+
 def table(result: dict) -> str:
     lines = ["| what | replicas | median µs | mean µs | max µs |", "|---|---:|---:|---:|---:|"]
     for r in sorted(result["results"], key=lambda r: (r["policy"] != "adapter_affinity", r["policy"], r["replicas"])):
         what = "view rebuild (once per stats period)" if r["policy"] == "view_build" else f"`{r['policy']}` decision"
         lines.append(f"| {what} | {r['replicas']:,} | {r['median_us']:.1f} | {r['mean_us']:.1f} | {r['max_us']:.1f} |")
+    lines += ["", "| the Ray glue with the policy, per request (choose + routed + completed) | replicas | p50 µs | p99 µs | max µs |",
+              "|---|---:|---:|---:|---:|"]
+    for g in result.get("glue", []):
+        lines.append(f"| `adapter_affinity` + `deployments/serve/router.py` | {g['replicas']:,} | {g['p50_us']} | {g['p99_us']} | {g['max_us']} |")
     load = result["loadavg"]
     return "\n".join(lines) + (f"\n\n`python -m bench.decision_time` — {result['date']}, commit {result['commit']}, "
                                f"load average {load} during the run")
@@ -64,6 +92,7 @@ def main() -> None:
         "settings": "RoutingSettings() defaults",
         "loadavg": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
         "results": results,
+        "glue": [glue_percentiles(n) for n in (8, 64, 1024)],
     }
     out = REPO / "bench" / "results" / "routing_decision_time.json"
     out.write_text(json.dumps(result, indent=1) + "\n")

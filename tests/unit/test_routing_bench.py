@@ -92,3 +92,23 @@ def test_bench_view_build_1024(benchmark):
     benchmark.extra_info.update(policy="view_build", replicas=1024)
     view = benchmark.pedantic(lambda: ClusterView(fleet), rounds=30, iterations=1, warmup_rounds=2)
     assert len(view) == 1024
+
+
+# ---- the Ray glue around the policy (deployments/serve/router.py) ------------------------
+
+
+from bench.harness.router_glue import glue_decision, glue_router_and_replicas  # noqa: E402
+
+
+@pytest.mark.parametrize("n_replicas", [8, 64, 1024])
+def test_bench_router_glue_decision(benchmark, n_replicas):
+    """The policy plus everything the Ray glue adds per request (view lookup, claims,
+    routed/completed bookkeeping); the candidate list is Ray's, unchanged between stats."""
+    router, replicas = glue_router_and_replicas(n_replicas)
+    rng = Random(0)
+    adapters = itertools.cycle([adapter_name(rng.randrange(N_ADAPTERS)) for _ in range(64)])
+    ids = itertools.count()
+    benchmark.extra_info.update(policy="adapter_affinity+glue", replicas=n_replicas)
+    benchmark.pedantic(lambda: glue_decision(router, replicas, next(adapters), f"r{next(ids)}"),
+                       rounds=300, iterations=10, warmup_rounds=20)
+    assert router._inflight.total() == 0
