@@ -1,16 +1,20 @@
 """Offer twice the fleet's capacity for a bounded minute; measure shedding, memory,
 the latency of admitted requests, and recovery.
 
-    python -m bench.overload [--duration 60] [--factor 2] [--capacity-concurrency 24]
+    python -m bench.overload [--duration 60] [--factor 2]
 
-Starts its own `lorafleet serve` (3 replicas, `max_ongoing_requests` 8,
-`max_queued_requests` 16, so the ingress admits 3 x 8 + 16 = 40 requests at once),
-then:
-1. capacity: closed loop, `--capacity-concurrency` clients (= the replicas' running
-   slots), non-streamed 32-token completions over 6 adapters and the base, 30 s;
-2. overload: open-loop Poisson arrivals at `--factor` x that rate for `--duration` s,
-   sampling the RSS of every fleet process (Ray, Serve, vLLM) each second;
+Starts its own `lorafleet serve` (3 replicas, `max_ongoing_requests` 8, admission
+bound `server.max_queue_wait_s` as shipped), then:
+1. capacity, open loop: a closed-loop estimate (2 x the engines' slots of clients),
+   then Poisson arrivals at 0.6 .. 1.3 x that estimate, 20 s each; capacity is the
+   highest offered rate the fleet completed (>= 95% of it completed, nothing shed).
+   Open loop because closed-loop clients slow down with the server and flatter it;
+2. overload: Poisson arrivals at `--factor` x capacity for `--duration` s, sampling
+   the RSS of every fleet process (Ray, Serve, vLLM) each second;
 3. recovery: one normal request right after, then 10 s of closed loop at 4 clients.
+Reports the admitted requests' p99 against the p99 at capacity, when the first 503
+came relative to saturation (the first moment more requests were outstanding than
+the engines run at once), whether every refusal was OpenAI-shaped, and hangs.
 Writes bench/results/overload.json and a table in bench/README.md.
 """
 
@@ -32,6 +36,8 @@ from bench.harness import probe
 from bench.harness.runner import BENCH_ASSETS, Server, _free_port, result_header, update_readme
 
 NUM_REPLICAS, MAX_ONGOING, MAX_QUEUED = 3, 8, 16
+SLOTS = NUM_REPLICAS * MAX_ONGOING  # requests the engines run at once
+SWEEP = (0.6, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
 ADAPTERS = ["poet", "haiku", "translator", "pirate", "support-bot", "code-review"]  # plus the base model
 
 
@@ -53,25 +59,68 @@ def bodies(models: list[str], seed: int):
     return lambda: probe.completion_body(rng.choice(models), stream=False, max_tokens=32, rng=rng)
 
 
+def saturation_s(outcomes) -> float | None:
+    """The first moment (since the run's start) more requests were outstanding than the
+    engines run at once, as the client saw it."""
+    events = sorted([(o.started_s, 1) for o in outcomes] + [(o.started_s + o.latency_s, -1) for o in outcomes])
+    outstanding = 0
+    for at, step in events:
+        outstanding += step
+        if outstanding > SLOTS:
+            return at
+    return None
+
+
+async def open_loop_capacity(base_url: str, models: list[str], estimate: float) -> tuple[float, dict, list]:
+    """The highest Poisson rate the fleet completed: >= 95% of it, nothing shed."""
+    best, best_summary, sweep = 0.0, {}, []
+    async with httpx.AsyncClient(base_url=base_url, timeout=None, limits=httpx.Limits(max_connections=None)) as client:
+        for i, factor in enumerate(SWEEP):
+            rate = factor * estimate
+            outcomes = await probe.open_loop(client, bodies(models, 10 + i), rate_per_s=rate, duration_s=20, timeout_s=120, seed=i)
+            summary = probe.summarize(outcomes)
+            window = max(o.started_s + o.latency_s for o in outcomes)
+            completed = summary["kinds"].get("ok", 0) / window
+            sweep.append({"offered": round(rate, 2), "completed": round(completed, 2), "shed": summary["shed"],
+                          "ok_p99_ms": summary["ok_p99_ms"]})
+            print(f"sweep {rate:.2f} req/s -> {completed:.2f} completed, shed {summary['shed']}, p99 {summary['ok_p99_ms']} ms", flush=True)
+            if summary["shed"] == 0 and completed >= 0.95 * rate:
+                best, best_summary = rate, summary
+            else:
+                break
+    return best, best_summary, sweep
+
+
 async def run(server: Server, args) -> dict:
     from factory.demo_assets import BASE_NAME
 
     models = [*ADAPTERS, BASE_NAME]
     await probe.measure_capacity(server.base_url, bodies(models, 0), concurrency=8, duration_s=10, timeout_s=60)  # warm-up
-    capacity, capacity_summary = await probe.measure_capacity(
-        server.base_url, bodies(models, 1), concurrency=args.capacity_concurrency, duration_s=30, timeout_s=120)
+    estimate, closed_summary = await probe.measure_capacity(
+        server.base_url, bodies(models, 1), concurrency=2 * SLOTS, duration_s=30, timeout_s=120)
+    capacity, capacity_summary, sweep = await open_loop_capacity(server.base_url, models, estimate)
     idle_rss = probe.rss_bytes(probe.fleet_processes(server.process.pid))
     rate = args.factor * capacity
-    print(f"capacity {capacity:.1f} req/s ({capacity_summary}); offering {rate:.1f} req/s for {args.duration:g} s", flush=True)
+    print(f"capacity {capacity:.1f} req/s (closed-loop estimate {estimate:.1f}); offering {rate:.1f} req/s for {args.duration:g} s", flush=True)
     outcomes, rss = await probe.overload(server.base_url, server.process.pid, bodies(models, 2), rate_per_s=rate,
                                          duration_s=args.duration, timeout_s=120)
+    saturated = saturation_s(outcomes)
+    first_503 = min((o.started_s + o.latency_s for o in outcomes if o.status == 503), default=None)
     status, first_after_s = probe.recovery_probe(server.base_url, BASE_NAME)
     _, after = await probe.measure_capacity(server.base_url, bodies(models, 3), concurrency=4, duration_s=10, timeout_s=60)
     summary = probe.summarize(outcomes)
     return {
         "capacity_req_per_s": round(capacity, 2),
+        "capacity_closed_loop_estimate_req_per_s": round(estimate, 2),
+        "capacity_closed_loop_run": closed_summary,
+        "capacity_sweep": sweep,
         "capacity_run": capacity_summary,
         "offered_req_per_s": round(rate, 2),
+        "saturation_s": None if saturated is None else round(saturated, 2),
+        "first_503_s": None if first_503 is None else round(first_503, 2),
+        "first_503_after_saturation_s": None if saturated is None or first_503 is None else round(first_503 - saturated, 2),
+        "p99_ratio_to_capacity": (round(summary["ok_p99_ms"] / capacity_summary["ok_p99_ms"], 2)
+                                  if summary.get("ok_p99_ms") and capacity_summary.get("ok_p99_ms") else None),
         "overload": summary,
         "admitted_share": round(summary["kinds"].get("ok", 0) / max(1, summary["requests"]), 3),
         "rss_idle_mib": round(idle_rss / 2**20),
@@ -88,10 +137,11 @@ def table(result: dict) -> str:
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(o["statuses"].items()))
     cap = result["capacity_run"]
     return "\n".join([
-        "| capacity (closed loop) | offered | requests | statuses | shed with Retry-After | admitted p50 / p99 / max | p99 at capacity | fleet RSS idle → max | first request after | hangs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| capacity (open loop) | offered | requests | statuses | shed with Retry-After / OpenAI-shaped | admitted p50 / p99 / max | p99 at capacity (ratio) | first 503 after saturation | fleet RSS idle → max | first request after | hangs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         f"| {result['capacity_req_per_s']} req/s | {result['offered_req_per_s']} req/s | {o['requests']} | {statuses} | "
-        f"{o['shed_with_retry_after']} of {o['shed']} | {o['ok_p50_ms']} / {o['ok_p99_ms']} / {o['ok_max_ms']} ms | {cap['ok_p99_ms']} ms | "
+        f"{o['shed_with_retry_after']} / {o['shed'] - o['not_openai_shaped']} of {o['shed']} | {o['ok_p50_ms']} / {o['ok_p99_ms']} / {o['ok_max_ms']} ms | "
+        f"{cap.get('ok_p99_ms')} ms ({result['p99_ratio_to_capacity']}x) | {result['first_503_after_saturation_s']} s | "
         f"{result['rss_idle_mib']} → {result['rss_max_mib']} MiB | {result['recovery_first_request']['status']} in "
         f"{result['recovery_first_request']['seconds']} s | {o['kinds'].get('timeout', 0)} |",
         "",
@@ -103,7 +153,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=60)
     parser.add_argument("--factor", type=float, default=2.0)
-    parser.add_argument("--capacity-concurrency", type=int, default=NUM_REPLICAS * MAX_ONGOING)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "overload.json")
     args = parser.parse_args()
     if args.duration > 60:
@@ -122,9 +171,9 @@ def main() -> None:
         server.stop()
     result = {
         **result_header("overload"),
-        "params": (f"{NUM_REPLICAS} replicas, max_ongoing_requests {MAX_ONGOING}, max_queued_requests {MAX_QUEUED} "
-                   f"(ingress admits {NUM_REPLICAS * MAX_ONGOING + MAX_QUEUED}), 32-token non-streamed completions, "
-                   f"{args.factor:g}x capacity for {args.duration:g} s (Poisson)"),
+        "params": (f"{NUM_REPLICAS} replicas, max_ongoing_requests {MAX_ONGOING} ({SLOTS} engine slots), "
+                   f"max_queued_requests {MAX_QUEUED}, admission bound server.max_queue_wait_s as shipped, "
+                   f"32-token non-streamed completions, {args.factor:g}x the open-loop capacity for {args.duration:g} s (Poisson)"),
         **measured,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
