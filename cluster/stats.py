@@ -40,6 +40,8 @@ class ReplicaStats:
     unloadable: tuple[str, ...] = ()  # asked for but could not be loaded (deleted, corrupted): do not plan them
     healthy: bool = True
     pid: int = 0  # the replica's process on its node: for operators, and fault injection in tests
+    started_at: float = 0.0  # unix time the replica's constructor began (recovery-time breakdown)
+    ready_at: float = 0.0  # unix time its engine was serving
     ts: float = field(default_factory=time.time)
 
     def tier_of(self, adapter: str) -> Tier:

@@ -15,7 +15,9 @@ at once (the ingress waits for it to bill those requests).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 
 import ray
 from ray import serve
@@ -33,6 +35,7 @@ logger = logging.getLogger(__name__)
 @serve.deployment(name="EngineReplica")
 class EngineReplica:
     async def __init__(self, config: dict, controller: DeploymentHandle | None = None, engine_factory: str = VLLM_ENGINE):
+        self._started_at = time.time()
         self.config = LorafleetConfig.model_validate(config)
         metrics.configure(self.config)
         context = serve.get_replica_context()
@@ -41,6 +44,7 @@ class EngineReplica:
         self._store = open_adapter_store(self.config)
         self.engine = load_engine_factory(engine_factory)(self.config, replica_id, node_id=node_id, store=self._store)
         await self.engine.start()
+        self._ready_at = time.time()
         self._controller = controller
         self._gpus = metrics.GpuMonitor.for_replica(replica_id)  # None without a GPU: no GPU metrics
         self._background: set[asyncio.Task] = set()
@@ -53,7 +57,7 @@ class EngineReplica:
         period = self.config.deployment.stats_report_period_s
         while True:
             try:
-                stats = self.engine.stats()
+                stats = self._stats()
                 metrics.publish_replica_stats(stats)
                 if self._gpus is not None:
                     await self._gpus.publish()
@@ -87,11 +91,14 @@ class EngineReplica:
             self._send_aborted_soon()  # the ingress is waiting for this request's count to bill it
             raise
 
+    def _stats(self):
+        return dataclasses.replace(self.engine.stats(), started_at=self._started_at, ready_at=self._ready_at)
+
     def record_routing_stats(self) -> dict:
-        return self.engine.stats().to_dict()
+        return self._stats().to_dict()
 
     async def stats(self) -> dict:
-        return self.engine.stats().to_dict()
+        return self._stats().to_dict()
 
     async def check_health(self) -> None:
         await self.engine.check_health()
