@@ -77,7 +77,7 @@ def fast_config(store: Path, base: Path, work: Path, keys_file: Path, port: int,
     return config
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # down before the next tier starts its own fleets
 def fast_fleet(demo_assets) -> FastFleet:
     import ray
     from ray import serve
