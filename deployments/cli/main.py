@@ -102,7 +102,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from deployments.app import APP_NAME, build_app
 
-    ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, logging_level="WARNING",
+    # No RAY_ADDRESS: a new local cluster ("local"), never whatever cluster happens to run on this machine.
+    ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, logging_level="WARNING",
              runtime_env={"env_vars": _QUIET_ENV},
              **({"_metrics_export_port": metrics_port} if metrics_port is not None else {}))
     # After ray.init: Ray installs its own fatal-signal handlers, ours must win so
