@@ -87,10 +87,11 @@ async def relay_sse(
             if observed.ttft_s is None:
                 observed.first_chunk()
             if chunk.rstrip().endswith("data: [DONE]"):
+                # Held back with any events it travels with, until the usage arrived.
+                outcome.events += len(_CHOICE_EVENT.findall(chunk))
                 done = chunk
                 continue
-            if _CHOICE_EVENT.search(chunk):
-                outcome.events += 1
+            outcome.events += len(_CHOICE_EVENT.findall(chunk))  # several events may travel together
             yield chunk
         finished = True
         if done is not None:

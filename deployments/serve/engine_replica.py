@@ -28,6 +28,7 @@ from deployments.config import LorafleetConfig
 from deployments.engine.base import VLLM_ENGINE, load_engine_factory
 from deployments.engine.protocol import EngineCall
 from deployments.observability import metrics
+from deployments.serve.coalesce import coalesced
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +84,14 @@ class EngineReplica:
         task.add_done_callback(self._background.discard)
 
     async def generate(self, call: EngineCall, avoid_replica: str | None = None):
-        """`avoid_replica` is for the request router (a retry names the replica that died)."""
+        """`avoid_replica` is for the request router (a retry names the replica that died).
+        Chunks ready at once cross Ray together (`coalesce`)."""
+        stream = coalesced(self.engine.generate(call))
         try:
-            async for item in self.engine.generate(call):
+            async for item in stream:
                 yield item
         except (asyncio.CancelledError, GeneratorExit):
+            await stream.aclose()  # the engine stops the request and meters what it produced
             self._send_aborted_soon()  # the ingress is waiting for this request's count to bill it
             raise
 

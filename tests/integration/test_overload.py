@@ -65,12 +65,9 @@ def test_twice_capacity_is_shed_with_retry_after_and_service_recovers(small_flee
     shed = [o for o in outcomes if o.status in (429, 503)]
     assert shed, f"2x capacity was never shed: {summary}"
     assert all(o.retry_after for o in shed), summary
-    # The ingress and the engine handle shed in the OpenAI shape; the HTTP proxy's own
-    # last-resort queue bound (Ray's plain-text 503) may shed a few when even the
-    # ingress is saturated.
-    shaped = [o for o in shed if o.openai_shaped]
-    assert all(o.error_code == "overloaded" for o in shaped), summary
-    assert len(shaped) >= len(shed) / 2, summary
+    # The ingress sheds, at once and in the OpenAI shape: Ray's HTTP proxy never becomes
+    # the queue (before: it answered some 503s itself, in plain text, 10-15 s late).
+    assert all(o.openai_shaped and o.error_code == "overloaded" for o in shed), summary
     assert summary["kinds"].get(probe.OK, 0) > 0, summary  # admitted requests are still served
 
     status, _ = probe.recovery_probe(small_fleet.base_url, "poet", timeout_s=30)
