@@ -95,3 +95,17 @@ def pytest_sessionfinish(session, exitstatus):
         reporter.write_line(f"{len(skipped)} test(s) skipped: lorafleet's suite does not skip (see tests/conftest.py)",
                             red=True)
         session.exitstatus = 1
+
+
+def pytest_collection_modifyitems(items):
+    """Within each test folder, tests that disturb its shared fleet run last: those that
+    kill part of it (`fleet_disruptive`), then the one that stops it (`fleet_shutdown`).
+    Folders keep their order, so one tier's fleet is down before the next tier's starts."""
+    folders: dict = {}
+
+    def rank(item):
+        folder = folders.setdefault(item.path.parent, len(folders))
+        disturbs = 2 if item.get_closest_marker("fleet_shutdown") else 1 if item.get_closest_marker("fleet_disruptive") else 0
+        return folder, disturbs
+
+    items.sort(key=rank)

@@ -120,7 +120,3 @@ def fast_fleet(demo_assets) -> FastFleet:
         serve.shutdown()
         ray.shutdown()
 
-
-def pytest_collection_modifyitems(items):
-    """Tests that kill part of the fast fleet run after the others."""
-    items.sort(key=lambda item: 1 if item.get_closest_marker("fleet_disruptive") else 0)

@@ -19,8 +19,10 @@ from factory.demo_assets import BASE_NAME
 
 
 def _ingress_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if any("ServeReplica:lorafleet:Ingress" in part for part in (p.info["cmdline"] or []))]
+    """The fast fleet's ingress: a descendant of this test process (its Ray cluster was
+    started here), never another fleet's on the same machine."""
+    return [p.pid for p in psutil.Process(os.getpid()).children(recursive=True)
+            if any("ServeReplica:lorafleet:Ingress" in part for part in p.cmdline())]
 
 
 def _total_requests(fleet) -> int:

@@ -25,18 +25,6 @@ STARTUP_TIMEOUT_S = 420
 INVALID_ADAPTERS = {"broken-pickle": "pickle", "broken-lm-head": "lm_head"}
 
 
-def pytest_collection_modifyitems(items):
-    """Tests that disturb the fleet (kill an engine, stop the server) run last, in that order."""
-    def rank(item):
-        if item.get_closest_marker("fleet_shutdown"):
-            return 2
-        if item.get_closest_marker("fleet_disruptive"):
-            return 1
-        return 0
-
-    items.sort(key=rank)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
