@@ -233,3 +233,51 @@ def test_uploads_beyond_the_concurrency_cap_get_503_naming_it(tmp_path, store_ro
     assert response.headers["Retry-After"]
     held.release()
     assert _upload(api, demo_assets / "adapters" / "haiku", "later", "acme").status_code == 201
+
+
+# ---- the event loop is never blocked by the store ---------------------------------------
+
+
+def test_a_slow_store_does_not_block_the_event_loop(api):
+    """/v1/models waits on a store listing that only returns once /health has been
+    answered: if the listing ran on the event loop, /health could never be answered and
+    the listing would give up (a deadlock turned into a failure, no timing threshold)."""
+    import threading
+
+    import httpx
+
+    health_answered = threading.Event()
+    listed = []
+    names = api.ctx.store.names
+
+    def slow_names():
+        listed.append(health_answered.wait(timeout=10))
+        return names()
+
+    api.ctx.store.names = slow_names
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=api.client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=api.key("acme")) as client:
+            models = asyncio.ensure_future(client.get("/v1/models"))
+            await asyncio.sleep(0.05)  # the listing is under way
+            health = await client.get("/health")
+            health_answered.set()
+            return health.status_code, (await models).status_code
+
+    assert asyncio.run(scenario()) == (200, 200)
+    assert listed == [True]
+
+
+# ---- storage quotas answer 403 naming the limit -------------------------------------------
+
+
+def test_an_upload_over_the_tenants_storage_quota_is_a_403_naming_the_field(tmp_path, store_root, demo_assets):
+    api = ApiHarness.create(tmp_path, store_root, demo_assets / "base", config={"adapters": {"tenant_max_versions": 2}})
+    haiku = demo_assets / "adapters" / "haiku"
+    assert _upload(api, haiku, "q1", "acme").status_code == 201
+    assert _upload(api, haiku, "q1", "acme").status_code == 201
+    refused = _upload(api, haiku, "q1", "acme")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "quota_exceeded"
+    assert "adapters.tenant_max_versions" in refused.json()["error"]["message"]
+    assert _upload(api, haiku, "b1", "beta").status_code == 201  # another tenant's own quota
