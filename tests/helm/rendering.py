@@ -92,6 +92,11 @@ class Rendered:
         return self.rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]
 
 
+def selects_postgres(values: dict[str, Any]) -> bool:
+    """Whether a values set puts the usage ledger on PostgreSQL."""
+    return values.get("usageLedger", {}).get("backend") == "postgres"
+
+
 def render_chart(values: dict[str, Any] | None = None, chart_dir: Path = CHART) -> Rendered:
     with helm.Chart.load(chart_dir) as chart:
         return Rendered(chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True))
@@ -114,7 +119,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "auth": {"enabled": False},
         "serve": {"excludeHeadPodFromServeSvc": False},
         "imagePullSecrets": [{"name": "ghcr"}],
-        "serviceAccountName": "lorafleet",
+        "serviceAccount": {"create": False, "name": "lorafleet"},
         "extraEnv": [{"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"}],
         "head": {"nodeSelector": {"pool": "system"}, "rayStartParams": {"num-cpus": "4"}},
         "lorafleet": {"routing": {"policy": "pow2"}},
