@@ -9,13 +9,12 @@ test fails instead of quietly starting a local cluster.
 from __future__ import annotations
 
 import pytest
-import ray
 import yaml
 from ray._common.utils import import_attr
-from ray._private import auto_init_hook
 from ray.serve.schema import ServeDeploySchema
 
 from tests.helm.rendering import CHART, VALUE_SETS, ci_values, render_chart, selects_postgres
+from tests.helm.serve_build import deployment_infos_after_overrides as _deployment_infos_after_overrides
 from deployments.app import APP_NAME, build_app
 from deployments.config import ConfigError, LorafleetConfig, parse_config
 
@@ -32,37 +31,6 @@ PENDING = pytest.mark.xfail(strict=True, raises=ConfigError,
                             reason="deployments/config.py lacks server.usage.backend / postgres_dsn_env (issue 16 item 1)")
 PRODUCT_VALUE_SETS = [pytest.param(values, id=name, marks=[PENDING] if selects_postgres(values) else [])
                       for name, values in VALUE_SETS.items()]
-
-
-@pytest.fixture
-def no_ray_auto_connect(monkeypatch):
-    monkeypatch.setattr(auto_init_hook, "enable_auto_connect", False)
-    was_initialized = ray.is_initialized()
-    yield
-    assert ray.is_initialized() == was_initialized, "building the application started or joined Ray"
-
-
-def _deployment_infos_after_overrides(serve_config: dict) -> dict:
-    """What the Serve controller ends up deploying: Ray's own schema parses the config,
-    Ray's builder-calling code builds the application, and Ray's override step applies
-    the config's per-deployment options (ray==2.60.0 internals, pinned by pyproject)."""
-    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
-    from ray.serve._private.application_state import override_deployment_info
-    from ray.serve._private.build_app import build_app as build_serve_app
-    from ray.serve._private.config import DeploymentConfig, ReplicaConfig
-    from ray.serve._private.deployment_info import DeploymentInfo
-
-    (app_config,) = ServeDeploySchema.model_validate(serve_config).applications
-    app = call_user_app_builder_with_args_if_necessary(import_attr(app_config.import_path), app_config.args)
-    built = build_serve_app(app, name=app_config.name)
-    infos = {}
-    for deployment in built.deployments:
-        # Through the same proto round trip the controller's build task uses.
-        config = DeploymentConfig.from_proto_bytes(deployment._deployment_config.to_proto_bytes())
-        replica = ReplicaConfig.from_proto_bytes(deployment._replica_config.to_proto_bytes(), config.needs_pickle())
-        infos[deployment.name] = DeploymentInfo(deployment_config=config, replica_config=replica,
-                                                start_time_ms=0, deployer_job_id="offline")
-    return override_deployment_info(infos, app_config)
 
 
 def test_serve_config_names_the_one_application_builder(render, value_set):

@@ -1,6 +1,6 @@
 # The GPU worker containers' preStop hook: drain this Ray node before Kubernetes stops it.
 #
-#   bash -c "<this file>" drain-ray-node <deadline seconds>
+#   bash -c "<this file>" drain-ray-node <deadline seconds> [<proc dir>, default /proc]
 #
 # 1. Ask Ray's GCS to drain this node with a deadline (`ray drain-node`, the call Ray's
 #    autoscaler makes before it removes a node). Ray Serve then starts the node's engine and
@@ -15,10 +15,12 @@
 # upgrade is being deleted) there is nothing to wait for: return at once.
 #
 # Replicas and proxies are found by their process titles in /proc (the container's own PID
-# namespace). The patterns carry a bracket so that they never match this script's own command
-# line or grep's; the literal titles must not appear anywhere in this file.
+# namespace; tests pass a folder of fake `<pid>/cmdline` files instead). The patterns carry a
+# bracket so that they never match this script's own command line or grep's; the literal
+# titles must not appear anywhere in this file.
 set -u
-deadline_s="${1:?usage: drain-ray-node <deadline seconds>}"
+deadline_s="${1:?usage: drain-ray-node <deadline seconds> [<proc dir>]}"
+proc="${2:-/proc}"
 started=$SECONDS
 
 node_id=$(timeout 30 python - 2>/dev/null <<'PY'
@@ -40,7 +42,7 @@ if ! timeout 30 ray drain-node --address "${RAY_ADDRESS:-auto}" --node-id "$node
 fi
 echo "drain-ray-node: draining node $node_id for up to ${deadline_s}s" >&2
 while [ $((SECONDS - started)) -lt "$deadline_s" ] \
-    && grep -qs -e 'ray::[S]erveReplica:' -e 'ray::[P]roxyActor' /proc/[0-9]*/cmdline; do
+    && grep -qs -e 'ray::[S]erveReplica:' -e 'ray::[P]roxyActor' "$proc"/[0-9]*/cmdline; do
   sleep 1
 done
 echo "drain-ray-node: done after $((SECONDS - started))s" >&2

@@ -385,6 +385,13 @@ applications:
   value: {{ $v.s3.endpointUrl | quote }}
 {{- end }}
 {{- end }}
+{{- if include "lorafleet.readOnlyRoot" . }}
+{{- /* GPU kernel JIT caches default to other home folders: keep them on the writable cache. */}}
+- name: TRITON_CACHE_DIR
+  value: /home/ray/.cache/triton
+- name: CUDA_CACHE_PATH
+  value: /home/ray/.cache/nv
+{{- end }}
 {{- include "lorafleet.commonEnv" . }}
 {{- end }}
 
