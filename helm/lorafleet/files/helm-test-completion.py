@@ -9,7 +9,7 @@ LORAFLEET_MODEL, LORAFLEET_PROMPT, LORAFLEET_MAX_TOKENS, LORAFLEET_AUTH ("1" whi
 API needs keys) and LORAFLEET_API_KEY (from `tests.apiKeySecret`). Exits 0 for a well-formed completion of that model with at least one
 generated token, answered by a lorafleet engine replica; 1 naming what was wrong otherwise.
 Connection errors and 503s (a fleet still starting, or shedding load) are retried a few
-times; any other status is an answer, and fails at once.
+times, after the 503's Retry-After; any other status is an answer, and fails at once.
 """
 
 import json
@@ -29,6 +29,14 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
+def retry_after(header: str | None) -> float:
+    """Seconds a 503 asks to wait (lorafleet sends `Retry-After`), within 1..30."""
+    try:
+        return min(max(float(header), 1.0), 30.0)
+    except (TypeError, ValueError):
+        return RETRY_AFTER_S
+
+
 def request(url: str, body: dict, api_key: str) -> tuple[dict, dict]:
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if api_key:
@@ -44,12 +52,14 @@ def request(url: str, body: dict, api_key: str) -> tuple[dict, dict]:
             if err.code != 503:
                 fail(f"POST {url} answered HTTP {err.code}: {text}")
             last = f"HTTP 503: {text}"
+            wait_s = retry_after(err.headers.get("Retry-After"))
         except (urllib.error.URLError, OSError) as err:
             last = f"{type(err).__name__}: {err}"
+            wait_s = RETRY_AFTER_S
         except json.JSONDecodeError as err:
             fail(f"POST {url} answered something that is not JSON: {err}")
-        print(f"attempt {attempt}/{ATTEMPTS}: {last}; retrying in {RETRY_AFTER_S:.0f}s", file=sys.stderr)
-        time.sleep(RETRY_AFTER_S)
+        print(f"attempt {attempt}/{ATTEMPTS}: {last}; retrying in {wait_s:.0f}s", file=sys.stderr)
+        time.sleep(wait_s)
     fail(f"POST {url} got no answer after {ATTEMPTS} attempts: {last}")
 
 
