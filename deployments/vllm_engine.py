@@ -152,10 +152,15 @@ class VLLMEngine:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state
         from vllm.v1.engine.async_llm import AsyncLLM
+        from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
 
         args = parse_vllm_args(self.config)
         engine_args = AsyncEngineArgs.from_cli_args(args)
-        self.engine = AsyncLLM.from_engine_args(engine_args, stat_loggers=[_stat_logger_factory(self._sink)])
+        # vLLM's own metrics (queue, running, KV cache, preemptions, ...) through Ray's metrics
+        # API, as Ray Serve LLM exports them: scraped as `ray_vllm_*` with the replica's id in
+        # `ReplicaId`. vLLM's default Prometheus logger would keep them in this process only.
+        self.engine = AsyncLLM.from_engine_args(
+            engine_args, stat_loggers=[_stat_logger_factory(self._sink), RayPrometheusStatLogger])
         state = State()
         await init_app_state(self.engine, state, args, supported_tasks=("generate",))
         self._models = state.openai_serving_models
