@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
 import yaml
@@ -43,14 +44,20 @@ def series(name: str, labels: dict[str, str]) -> str:
     return f"{name}{{{inner}}}"
 
 
+def pod_ip(pod: str) -> str:
+    """A stable, distinct pod IP per pod name."""
+    digest = zlib.crc32(pod.encode())
+    return f"10.{digest % 200}.{digest // 200 % 250}.{digest // 50000 % 250}"
+
+
 def ray_pod(pod: str, node_type: str = "worker", group: str = "gpu", release: str = RELEASE_LABEL,
             namespace: str = NAMESPACE) -> dict[str, str]:
     """Labels of a series scraped from a Ray pod of the release by the chart's PodMonitor."""
     return {
         "namespace": namespace, "pod": pod, "container": f"ray-{node_type}", "endpoint": "metrics",
-        "job": f"{namespace}/fleet-lorafleet", "instance": f"10.0.1.{len(pod)}:8080",
+        "job": f"{namespace}/fleet-lorafleet", "instance": f"{pod_ip(pod)}:8080",
         "lorafleet_release": release, "ray_io_cluster": CLUSTER, "ray_io_node_type": node_type, "ray_io_group": group,
-        "Component": "core_worker", "NodeAddress": f"10.0.1.{len(pod)}", "SessionName": "session_2026_01_01",
+        "Component": "core_worker", "NodeAddress": pod_ip(pod), "SessionName": "session_2026_01_01",
         "Version": "2.60.0", "WorkerId": f"w-{pod}",
     }
 
