@@ -14,7 +14,9 @@ only read files inside its own folder:
 - `dashboards/*.json`: the Grafana dashboards of the repository's `dashboards/` folder,
   shipped as ConfigMaps.
 - README.md's values table, between its `values-table` markers: built from values.yaml's
-  `# --` comments (the helm-docs convention), so the table and the defaults never disagree.
+  `# --` comments (the helm-docs convention), so the table and the defaults never disagree;
+  and its production example, between the `production-values` markers: a copy of
+  ci/production-values.yaml, which the tests render and validate.
 
 tests/helm checks all three are current, so a new config field, dashboard or value cannot
 be forgotten by the chart.
@@ -41,6 +43,9 @@ VALUES_FILE = CHART / "values.yaml"
 README_FILE = CHART / "README.md"
 TABLE_BEGIN = "<!-- values-table:begin (python helm/tools/sync_chart.py) -->"
 TABLE_END = "<!-- values-table:end -->"
+PRODUCTION_FILE = CHART / "ci" / "production-values.yaml"
+PRODUCTION_BEGIN = "<!-- production-values:begin (python helm/tools/sync_chart.py) -->"
+PRODUCTION_END = "<!-- production-values:end -->"
 ROOT_DEF = "LorafleetConfig"
 
 
@@ -223,12 +228,20 @@ def values_table(text: str) -> str:
     return "\n".join(rows)
 
 
-def synced_readme(readme: str, values_text: str) -> str:
-    head, sep, rest = readme.partition(TABLE_BEGIN)
-    _, sep2, tail = rest.partition(TABLE_END)
+def _between(text: str, begin: str, end: str, content: str) -> str:
+    head, sep, rest = text.partition(begin)
+    _, sep2, tail = rest.partition(end)
     if not (sep and sep2):
-        raise SystemExit(f"{README_FILE}: the {TABLE_BEGIN} / {TABLE_END} markers are missing")
-    return f"{head}{TABLE_BEGIN}\n{values_table(values_text)}\n{TABLE_END}{tail}"
+        raise SystemExit(f"{README_FILE}: the {begin} / {end} markers are missing")
+    return f"{head}{begin}\n{content}\n{end}{tail}"
+
+
+def synced_readme(readme: str, values_text: str) -> str:
+    readme = _between(readme, TABLE_BEGIN, TABLE_END, values_table(values_text))
+    if PRODUCTION_BEGIN in readme:
+        production = PRODUCTION_FILE.read_text() if PRODUCTION_FILE.is_file() else ""
+        readme = _between(readme, PRODUCTION_BEGIN, PRODUCTION_END, f"```yaml\n{production}```")
+    return readme
 
 
 def render_schema(schema: dict) -> str:
@@ -251,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     readme_text = README_FILE.read_text()
     wanted_readme = synced_readme(readme_text, VALUES_FILE.read_text())
     if wanted_readme != readme_text:
-        problems.append(f"{README_FILE.relative_to(REPO)}: values table differs from values.yaml")
+        problems.append(f"{README_FILE.relative_to(REPO)}: values table or production example differs from values.yaml / ci/")
     if args.check:
         for line in problems:
             print(f"out of date: {line} (run python helm/tools/sync_chart.py)", file=sys.stderr)

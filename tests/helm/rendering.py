@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ class Rendered:
         self.notes = manifests.pop(f"{CHART.name}/templates/NOTES.txt", "")
         self.objects: list[dict[str, Any]] = []
         for source, text in sorted(manifests.items()):
-            for doc in yaml.safe_load_all(text):
+            for doc in yaml.load_all(text, Loader=yaml.CSafeLoader):  # libyaml: dashboards are large
                 if doc:
                     doc.setdefault("metadata", {})
                     self.objects.append(doc)
@@ -97,9 +98,23 @@ def selects_postgres(values: dict[str, Any]) -> bool:
     return values.get("usageLedger", {}).get("backend") == "postgres"
 
 
-def render_chart(values: dict[str, Any] | None = None, chart_dir: Path = CHART) -> Rendered:
+def render_chart(values: dict[str, Any] | None = None, chart_dir: Path = CHART, *, fresh: bool = False) -> Rendered:
+    """`helm template` of the chart. Renders of the repository's chart are cached by their
+    values (the chart does not change during a test run): each call still gets its own
+    parsed objects, so a test may change them. `fresh` renders again (random values)."""
+    if chart_dir != CHART or fresh:
+        return Rendered(_render(values, chart_dir))
+    return Rendered(dict(_cached_render(json.dumps(values or {}, sort_keys=True))))
+
+
+def _render(values: dict[str, Any] | None, chart_dir: Path) -> dict[str, str]:
     with helm.Chart.load(chart_dir) as chart:
-        return Rendered(chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True))
+        return chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_render(values_json: str) -> tuple[tuple[str, str], ...]:
+    return tuple(_render(json.loads(values_json), CHART).items())
 
 
 # The values sets every "renders" test runs on: chart defaults, each ci/ file, and a few

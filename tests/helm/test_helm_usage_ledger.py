@@ -124,8 +124,8 @@ def test_the_bundled_database_gets_a_statefulset_service_and_a_secret_whose_dsn_
 def test_the_bundled_password_is_generated_once_and_kept_across_upgrades():
     # `lookup` reads the live Secret on upgrade; offline it finds nothing, so each render
     # generates a new password: two renders differ, which shows the value is random.
-    first = render_chart(BUNDLED).one("Secret")["stringData"]["password"]
-    second = render_chart(BUNDLED).one("Secret")["stringData"]["password"]
+    first = render_chart(BUNDLED, fresh=True).one("Secret")["stringData"]["password"]
+    second = render_chart(BUNDLED, fresh=True).one("Secret")["stringData"]["password"]
     assert first != second
     template = (CHART / "templates" / "postgresql.yaml").read_text()
     assert 'lookup "v1" "Secret" .Release.Namespace $name' in template
