@@ -18,8 +18,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "lorafleet"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
-# CI runs a fresh clone with a copy of shared/ beside it: <repo>/../shared/kuberay.
-KUBERAY_DIR = REPO.parent / "shared" / "kuberay"
 RELEASE = "fleet"
 NAMESPACE = "llm"
 
@@ -32,6 +30,11 @@ def load_sync_tool():
     sys.modules["sync_chart"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+# KubeRay's RayService schema: one path, the sync tool's (CI runs a fresh clone with a copy
+# of shared/ beside it: <repo>/../shared/kuberay; move it there once it is vendored).
+KUBERAY_DIR = load_sync_tool().KUBERAY_SCHEMA.parent
 
 
 def ci_values(name: str) -> dict[str, Any]:
