@@ -188,10 +188,15 @@ class VLLMEngine(Engine):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state
         from vllm.v1.engine.async_llm import AsyncLLM
+        from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
 
         args = parse_vllm_args(self.config)
         engine_args = AsyncEngineArgs.from_cli_args(args)
-        self.engine = AsyncLLM.from_engine_args(engine_args, stat_loggers=[_stat_logger_factory(self._sink)])
+        # vLLM's own metrics (queue, running, KV cache, preemptions, ...) through Ray's metrics
+        # API, as Ray Serve LLM exports them: scraped as `ray_vllm_*` with the replica's id in
+        # `ReplicaId`. vLLM's default Prometheus logger would keep them in this process only.
+        self.engine = AsyncLLM.from_engine_args(
+            engine_args, stat_loggers=[_stat_logger_factory(self._sink), RayPrometheusStatLogger])
         _meter_aborts(self.engine, self._meter)
         metrics.record_plugin_state(self.replica_id, plugin_state())
         state = State()
@@ -288,7 +293,11 @@ class VLLMEngine(Engine):
         self._loading.add(key)
         started = time.perf_counter()
         try:
-            pin = await asyncio.to_thread(self._pin, spec)
+            try:
+                pin = await asyncio.to_thread(self._pin, spec)
+            except AdapterLoadError:
+                metrics.record_adapter_load_failure(self.replica_id, "store")
+                raise
             lora_id = next(self._lora_ids) if fresh else current[0]
             request = LoRARequest(lora_name=key, lora_int_id=lora_id, lora_path=str(pin.path))
             try:
@@ -299,6 +308,7 @@ class VLLMEngine(Engine):
         except (AdapterLoadError, AdapterInvalid):
             raise
         except Exception as err:  # vLLM raises plain exceptions for weights it cannot use
+            metrics.record_adapter_load_failure(self.replica_id, "refused")
             self._unservable.add(spec.fingerprint)
             self._newly_unservable.append(spec.fingerprint)
             if self.engine.errored:

@@ -142,6 +142,11 @@ ADAPTER_EVICTIONS = _counter(
     "lorafleet_adapter_evictions_total",
     "Adapters that left a tier: gpu = lost their LoRA slot, cpu = dropped from host memory.",
     "replica", "tier")
+ADAPTER_LOAD_FAILURES = _counter(
+    "lorafleet_adapter_load_failures_total",
+    "Adapter loads that failed on a replica, by reason: store (missing from the store or not matching its "
+    "manifest's sha256), refused (the engine could not use the weights: unservable fleet-wide from then on).",
+    "replica", "reason")
 ADAPTER_LOAD_DURATION = _histogram(
     "lorafleet_adapter_load_duration_seconds",
     "Time to read an adapter from the store into the engine (vLLM add_lora).",
@@ -403,6 +408,10 @@ def observe_finished_requests(replica_id: str, finished: Iterable[Any]) -> None:
     for request in finished:
         if request.num_generation_tokens > 1:
             metric(TIME_PER_OUTPUT_TOKEN).observe(request.mean_time_per_output_token, tags)
+
+
+def record_adapter_load_failure(replica_id: str, reason: str) -> None:
+    metric(ADAPTER_LOAD_FAILURES).inc(1, {"replica": replica_id, "reason": reason})
 
 
 def observe_adapter_load(replica_id: str, seconds: float) -> None:

@@ -6,14 +6,17 @@
 Three things in `helm/lorafleet/` are derived, two of them copies because a chart can
 only read files inside its own folder:
 
-- `values.schema.json` `$defs.LorafleetConfig` (and the models it references): the JSON
-  schema of `deployments.config.LorafleetConfig`, so `helm install` rejects the same
-  unknown or mistyped `lorafleet:` fields that `lorafleet serve` would. The rest of
-  values.schema.json (image, worker groups, storage, ...) is written by hand.
+- `values.schema.json`: generated whole. `$defs.LorafleetConfig` (and the models it
+  references) is the JSON schema of `deployments.config.LorafleetConfig`, so `helm install`
+  rejects the same unknown or mistyped `lorafleet:` fields that `lorafleet serve` would;
+  the chart's own values come from `values_schema.py` (Kubernetes-typed values cut out of
+  KubeRay's RayService CRD schema, `KUBERAY_SCHEMA`), described by values.yaml's comments.
 - `dashboards/*.json`: the Grafana dashboards of the repository's `dashboards/` folder,
   shipped as ConfigMaps.
 - README.md's values table, between its `values-table` markers: built from values.yaml's
-  `# --` comments (the helm-docs convention), so the table and the defaults never disagree.
+  `# --` comments (the helm-docs convention), so the table and the defaults never disagree;
+  and its production example, between the `production-values` markers: a copy of
+  ci/production-values.yaml, which the tests render and validate.
 
 tests/helm checks all three are current, so a new config field, dashboard or value cannot
 be forgotten by the chart.
@@ -30,12 +33,19 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+TOOLS = Path(__file__).resolve().parent
 CHART = REPO / "helm" / "lorafleet"
+# KubeRay's RayService CRD (v1.7.0) as plain JSON Schema. Not vendored yet: a checkout has
+# the project's shared/ folder beside it (CI copies it there too).
+KUBERAY_SCHEMA = REPO / "tests" / "helm" / "kuberay" / "rayservice.schema.json"  # vendored: see its README.md
 SCHEMA_FILE = CHART / "values.schema.json"
 VALUES_FILE = CHART / "values.yaml"
 README_FILE = CHART / "README.md"
 TABLE_BEGIN = "<!-- values-table:begin (python helm/tools/sync_chart.py) -->"
 TABLE_END = "<!-- values-table:end -->"
+PRODUCTION_FILE = CHART / "ci" / "production-values.yaml"
+PRODUCTION_BEGIN = "<!-- production-values:begin (python helm/tools/sync_chart.py) -->"
+PRODUCTION_END = "<!-- production-values:end -->"
 ROOT_DEF = "LorafleetConfig"
 
 
@@ -50,43 +60,60 @@ def config_schema_defs() -> dict[str, dict]:
     return {**defs, ROOT_DEF: schema}
 
 
-def synced_values_schema(current: dict) -> dict:
-    """`current` with its lorafleet parts replaced by the config's schema."""
-    generated = config_schema_defs()
-    defs = {k: v for k, v in current.get("$defs", {}).items() if k not in _previous_config_defs(current)}
-    defs.update(generated)
-    updated = dict(current)
-    updated["$defs"] = dict(sorted(defs.items()))
-    updated["properties"] = {**current["properties"], "lorafleet": {"$ref": f"#/$defs/{ROOT_DEF}"}}
-    return updated
+def _values_schema_module():
+    """values_schema.py beside this script (loaded by path: helm/tools is no package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lorafleet_values_schema", TOOLS / "values_schema.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _previous_config_defs(schema: dict) -> set[str]:
-    """Names of the `$defs` reachable from the lorafleet root (to drop removed models)."""
-    defs = schema.get("$defs", {})
-    seen: set[str] = set()
-    todo = [ROOT_DEF]
-    while todo:
-        name = todo.pop()
-        if name in seen or name not in defs:
-            continue
-        seen.add(name)
-        todo.extend(_refs(defs[name]))
-    return seen
+def values_schema(values_text: str) -> dict:
+    """The whole values.schema.json: the chart's values, the lorafleet config's schema, and
+    values.yaml's `# --` comments as descriptions of the chart's values."""
+    module = _values_schema_module()
+    if not KUBERAY_SCHEMA.is_file():
+        raise SystemExit(f"KubeRay's RayService schema is missing: {KUBERAY_SCHEMA}")
+    kube = module.KubeTypes(json.loads(KUBERAY_SCHEMA.read_text()))
+    properties, required, chart_defs = module.values_schema(kube)
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "lorafleet chart values",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["lorafleet", *required],
+        "properties": {"lorafleet": {"$ref": f"#/$defs/{ROOT_DEF}"}, **properties},
+        "$defs": dict(sorted({**chart_defs, **config_schema_defs()}.items())),
+    }
+    for doc in value_docs(values_text):
+        if doc.description and not doc.path.startswith("lorafleet."):
+            node = schema_node(schema, doc.path)
+            if node is None:
+                raise SystemExit(f"values.yaml documents {doc.path}, which values_schema.py does not describe")
+            node["description"] = doc.description
+    return schema
 
 
-def _refs(node: object) -> list[str]:
-    if isinstance(node, dict):
-        out = []
-        for key, value in node.items():
-            if key == "$ref" and isinstance(value, str) and value.startswith("#/$defs/"):
-                out.append(value.removeprefix("#/$defs/"))
-            else:
-                out.extend(_refs(value))
-        return out
-    if isinstance(node, list):
-        return [r for item in node for r in _refs(item)]
-    return []
+def schema_node(schema: dict, path: str) -> dict | None:
+    """The schema object describing `path` (a `$ref` node itself, not its target)."""
+    node = schema
+    for part in path.split("."):
+        while "$ref" in node and "properties" not in node:
+            target = schema["$defs"][node["$ref"].removeprefix("#/$defs/")]
+            if "properties" not in target:
+                break
+            node = target
+        key, item = (part[:-3], True) if part.endswith("[0]") else (part, False)
+        node = node.get("properties", {}).get(key)
+        if node is None:
+            return None
+        if item:
+            node = node.get("items")
+            if node is None:
+                return None
+    return node
 
 
 def dashboard_sources() -> dict[str, bytes]:
@@ -201,12 +228,20 @@ def values_table(text: str) -> str:
     return "\n".join(rows)
 
 
-def synced_readme(readme: str, values_text: str) -> str:
-    head, sep, rest = readme.partition(TABLE_BEGIN)
-    _, sep2, tail = rest.partition(TABLE_END)
+def _between(text: str, begin: str, end: str, content: str) -> str:
+    head, sep, rest = text.partition(begin)
+    _, sep2, tail = rest.partition(end)
     if not (sep and sep2):
-        raise SystemExit(f"{README_FILE}: the {TABLE_BEGIN} / {TABLE_END} markers are missing")
-    return f"{head}{TABLE_BEGIN}\n{values_table(values_text)}\n{TABLE_END}{tail}"
+        raise SystemExit(f"{README_FILE}: the {begin} / {end} markers are missing")
+    return f"{head}{begin}\n{content}\n{end}{tail}"
+
+
+def synced_readme(readme: str, values_text: str) -> str:
+    readme = _between(readme, TABLE_BEGIN, TABLE_END, values_table(values_text))
+    if PRODUCTION_BEGIN in readme:
+        production = PRODUCTION_FILE.read_text() if PRODUCTION_FILE.is_file() else ""
+        readme = _between(readme, PRODUCTION_BEGIN, PRODUCTION_END, f"```yaml\n{production}```")
+    return readme
 
 
 def render_schema(schema: dict) -> str:
@@ -219,17 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     current_text = SCHEMA_FILE.read_text()
-    wanted_text = render_schema(synced_values_schema(json.loads(current_text)))
+    wanted_text = render_schema(values_schema(VALUES_FILE.read_text()))
     sources, copies = dashboard_sources(), chart_dashboards()
     problems = []
     if wanted_text != current_text:
-        problems.append(f"{SCHEMA_FILE.relative_to(REPO)}: lorafleet schema differs from deployments/config.py")
+        problems.append(f"{SCHEMA_FILE.relative_to(REPO)}: differs from deployments/config.py, values_schema.py and values.yaml")
     if sources != copies:
         problems.append(f"{(CHART / 'dashboards').relative_to(REPO)}: differs from dashboards/")
     readme_text = README_FILE.read_text()
     wanted_readme = synced_readme(readme_text, VALUES_FILE.read_text())
     if wanted_readme != readme_text:
-        problems.append(f"{README_FILE.relative_to(REPO)}: values table differs from values.yaml")
+        problems.append(f"{README_FILE.relative_to(REPO)}: values table or production example differs from values.yaml / ci/")
     if args.check:
         for line in problems:
             print(f"out of date: {line} (run python helm/tools/sync_chart.py)", file=sys.stderr)

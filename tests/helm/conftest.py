@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray
+from ray._private import auto_init_hook
 
 from tests.helm.admission import apply_defaults, drop_nulls, reject_unknown_fields
 from tests.helm.rendering import CHART, KUBERAY_DIR, VALUE_SETS, render_chart
@@ -61,3 +63,11 @@ def validate_rayservice(rayservice_schema):
         return admitted
 
     return validate
+
+
+@pytest.fixture
+def no_ray_auto_connect(monkeypatch):
+    monkeypatch.setattr(auto_init_hook, "enable_auto_connect", False)
+    was_initialized = ray.is_initialized()
+    yield
+    assert ray.is_initialized() == was_initialized, "building the application started or joined Ray"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "lorafleet"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
-# CI runs a fresh clone with a copy of shared/ beside it: <repo>/../shared/kuberay.
-KUBERAY_DIR = Path(__file__).resolve().parent / "kuberay"  # vendored: see its README.md
 RELEASE = "fleet"
 NAMESPACE = "llm"
 
@@ -31,6 +30,11 @@ def load_sync_tool():
     sys.modules["sync_chart"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+# KubeRay's RayService schema: one path, the sync tool's (CI runs a fresh clone with a copy
+# of shared/ beside it: <repo>/../shared/kuberay; move it there once it is vendored).
+KUBERAY_DIR = load_sync_tool().KUBERAY_SCHEMA.parent
 
 
 def ci_values(name: str) -> dict[str, Any]:
@@ -62,7 +66,7 @@ class Rendered:
         self.notes = manifests.pop(f"{CHART.name}/templates/NOTES.txt", "")
         self.objects: list[dict[str, Any]] = []
         for source, text in sorted(manifests.items()):
-            for doc in yaml.safe_load_all(text):
+            for doc in yaml.load_all(text, Loader=yaml.CSafeLoader):  # libyaml: dashboards are large
                 if doc:
                     doc.setdefault("metadata", {})
                     self.objects.append(doc)
@@ -92,9 +96,28 @@ class Rendered:
         return self.rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]
 
 
-def render_chart(values: dict[str, Any] | None = None, chart_dir: Path = CHART) -> Rendered:
+def selects_postgres(values: dict[str, Any]) -> bool:
+    """Whether a values set puts the usage ledger on PostgreSQL."""
+    return values.get("usageLedger", {}).get("backend") == "postgres"
+
+
+def render_chart(values: dict[str, Any] | None = None, chart_dir: Path = CHART, *, fresh: bool = False) -> Rendered:
+    """`helm template` of the chart. Renders of the repository's chart are cached by their
+    values (the chart does not change during a test run): each call still gets its own
+    parsed objects, so a test may change them. `fresh` renders again (random values)."""
+    if chart_dir != CHART or fresh:
+        return Rendered(_render(values, chart_dir))
+    return Rendered(dict(_cached_render(json.dumps(values or {}, sort_keys=True))))
+
+
+def _render(values: dict[str, Any] | None, chart_dir: Path) -> dict[str, str]:
     with helm.Chart.load(chart_dir) as chart:
-        return Rendered(chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True))
+        return chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_render(values_json: str) -> tuple[tuple[str, str], ...]:
+    return tuple(_render(json.loads(values_json), CHART).items())
 
 
 # The values sets every "renders" test runs on: chart defaults, each ci/ file, and a few
@@ -114,7 +137,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "auth": {"enabled": False},
         "serve": {"excludeHeadPodFromServeSvc": False},
         "imagePullSecrets": [{"name": "ghcr"}],
-        "serviceAccountName": "lorafleet",
+        "serviceAccount": {"create": False, "name": "lorafleet"},
         "extraEnv": [{"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"}],
         "head": {"nodeSelector": {"pool": "system"}, "rayStartParams": {"num-cpus": "4"}},
         "lorafleet": {"routing": {"policy": "pow2"}},

@@ -51,11 +51,20 @@ def test_strict_validation_rejects_an_unknown_field_in_a_pod_template(render, k8
 
 def test_every_rendered_kind_is_validated_by_some_test(render):
     # New kinds must not slip past validation: core kinds go through kubernetes-validate,
-    # RayService through the KubeRay CRD schema, PodMonitor through the checks below.
-    rendered = render(merged(ci_values("autoscaling-values.yaml"), {"adapterStorage": {"pvc": {"create": True}}}))
+    # RayService through the KubeRay CRD schema, PodMonitor through the checks below,
+    # PrometheusRule through promtool (test_helm_alert_rules.py).
+    rendered = render(merged(ci_values("production-values.yaml"),
+                             {"usageLedger": {"postgres": {"existingSecret": "", "bundled": {"enabled": True}}}}))
     kinds = {(o["apiVersion"], o["kind"]) for o in rendered.objects}
     others = {k for k in kinds if k[0] not in CORE_API_GROUPS}
-    assert others == {("ray.io/v1", "RayService"), ("monitoring.coreos.com/v1", "PodMonitor")}
+    assert others == {("ray.io/v1", "RayService"), ("monitoring.coreos.com/v1", "PodMonitor"),
+                      ("monitoring.coreos.com/v1", "PrometheusRule")}
+    assert {"StatefulSet", "Service", "Secret", "NetworkPolicy", "PodDisruptionBudget", "ServiceAccount", "Pod",
+            "PersistentVolumeClaim", "Ingress", "ConfigMap"} <= {k for _, k in kinds}
+    for obj in rendered.objects:  # every core kind, bundled PostgreSQL included
+        if obj["apiVersion"] in CORE_API_GROUPS:
+            for version in K8S_VERSIONS:
+                kubernetes_validate.validate(obj, version, strict=True)
 
 
 def test_ingress_routes_to_kuberays_serve_service_on_the_api_port(render):

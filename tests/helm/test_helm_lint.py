@@ -30,7 +30,8 @@ def test_strict_lint_passes_with_each_ci_values_file(path):
 
 def test_ci_folder_has_the_values_files_the_issue_names():
     names = {p.name for p in CI_VALUES}
-    assert {"default-values.yaml", "s3-values.yaml", "autoscaling-values.yaml", "pvc-values.yaml"} <= names
+    assert {"default-values.yaml", "s3-values.yaml", "autoscaling-values.yaml", "pvc-values.yaml",
+            "production-values.yaml"} <= names
 
 
 def test_strict_lint_fails_when_values_break_the_schema():

@@ -95,8 +95,9 @@ def test_head_keeps_num_cpus_zero_even_when_values_ask_for_cpus(render):
 
 def test_head_mounts_no_model_or_adapter_storage(render):
     head = render(ci_values("pvc-values.yaml")).head_group
-    assert "volumeMounts" not in _container(head["template"])
-    assert "volumes" not in head["template"]["spec"]
+    mounts = _mounts(_container(head["template"]))
+    assert set(mounts) == {"/tmp", "/home/ray/.cache", "/home/ray/.config"}  # writable scratch only
+    assert all("emptyDir" in v for v in _volumes(head["template"]).values())
 
 
 # --- GPU worker groups -------------------------------------------------------------------------
@@ -216,12 +217,12 @@ def test_s3_model_and_adapters_get_aws_credentials_from_the_secret(render):
 
 def test_s3_adapter_store_alone_still_gets_the_credentials(render):
     values = {"lorafleet": {"adapters": {"uri": "s3://bucket/adapters"}}, "adapterStorage": {"type": "s3"},
-              "s3": {"existingSecret": "creds"}}
+              "s3": {"existingSecret": "creds"}, "usageLedger": {"backend": "postgres", "postgres": {"existingSecret": "dsn"}}}
     rendered = render(values)
     (group,) = rendered.worker_groups
     assert "AWS_ACCESS_KEY_ID" in _env(_container(group["template"]))
     assert rendered.of_kind("PersistentVolumeClaim") == []
-    assert "S3 adapter stores arrive with a later release" in rendered.notes
+    assert "arrive with a later release" not in rendered.notes
 
 
 def test_no_aws_variables_without_s3(render):
@@ -306,7 +307,8 @@ def test_ray_token_auth_and_head_exclusion_follow_values(render):
     default = render().rayservice["spec"]
     assert default["rayClusterConfig"]["authOptions"] == {"mode": "token"}
     assert default["excludeHeadPodFromServeSvc"] is True
-    changed = render({"ray": {"authMode": "disabled"}, "serve": {"excludeHeadPodFromServeSvc": False}}).rayservice["spec"]
+    changed = render({"ray": {"authMode": "disabled"}, "serve": {"excludeHeadPodFromServeSvc": False},
+                      "networkPolicy": {"kuberayOperator": {"namespace": "kuberay"}}}).rayservice["spec"]
     assert changed["rayClusterConfig"]["authOptions"] == {"mode": "disabled"}
     assert changed["excludeHeadPodFromServeSvc"] is False
 

@@ -52,6 +52,36 @@ SCHEMA_VIOLATIONS = {
     "unknown image pull policy": ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
     "unknown upscaling mode": ({"autoscaling": {"gpuWorkers": {"upscalingMode": "Fast"}}}, "/autoscaling/gpuWorkers/upscalingMode"),
     "typo in monitoring": ({"monitoring": {"serviceMonitor": {"enabled": True}}}, "additional properties 'serviceMonitor' not allowed"),
+    # Kubernetes-typed values are checked against KubeRay's pod schema, closed: the API
+    # server would silently drop these fields from the RayService.
+    "typo in the pod securityContext": ({"podSecurityContext": {"runAsNonroot": True}},
+                                        "additional properties 'runAsNonroot' not allowed"),
+    "typo in the container securityContext": ({"securityContext": {"readOnlyRootFilesystems": True}},
+                                              "additional properties 'readOnlyRootFilesystems' not allowed"),
+    "container securityContext of the wrong type": ({"securityContext": {"allowPrivilegeEscalation": "no"}},
+                                                    "/securityContext/allowPrivilegeEscalation"),
+    "extra volume of an unknown type": ({"extraVolumes": [{"name": "x", "nfsVolume": {"server": "nas"}}]},
+                                        "additional properties 'nfsVolume' not allowed"),
+    "extra volume mount without a path": ({"extraVolumeMounts": [{"name": "x"}]}, "missing property 'mountPath'"),
+    "extra env without a name": ({"extraEnv": [{"value": "1"}]}, "missing property 'name'"),
+    "topology spread without a topology key": ({"head": {"topologySpreadConstraints": [{"maxSkew": 1,
+                                                                                         "whenUnsatisfiable": "DoNotSchedule"}]}},
+                                               "missing property 'topologyKey'"),
+    "network policy peer with a typo": ({"networkPolicy": {"apiFrom": [{"namespaceSelectors": {}}]}},
+                                        "additional properties 'namespaceSelectors' not allowed"),
+    "unknown upgrade strategy": ({"upgradeStrategy": {"type": "BlueGreen"}}, "/upgradeStrategy/type"),
+    "surge above 100 percent": ({"upgradeStrategy": {"clusterUpgradeOptions": {"maxSurgePercent": 150}}},
+                                "/upgradeStrategy/clusterUpgradeOptions/maxSurgePercent"),
+    "redis address without a port": ({"gcsFaultTolerance": {"redisAddress": "redis.svc"}}, "/gcsFaultTolerance/redisAddress"),
+    "disruption budget as a fraction": ({"podDisruptionBudget": {"workerMaxUnavailable": "0.5"}},
+                                        "/podDisruptionBudget/workerMaxUnavailable"),
+    "unknown ledger backend": ({"usageLedger": {"backend": "mysql"}}, "/usageLedger/backend"),
+    "dsn variable that is no variable name": ({"usageLedger": {"postgres": {"dsnEnv": "LEDGER-DSN"}}},
+                                              "/usageLedger/postgres/dsnEnv"),
+    "error ratio as a percentage": ({"monitoring": {"prometheusRule": {"errorRatio": 5}}},
+                                    "/monitoring/prometheusRule/errorRatio"),
+    "helm test asking for no tokens": ({"tests": {"maxTokens": 0}}, "/tests/maxTokens"),
+    "the old serviceAccountName value": ({"serviceAccountName": "x"}, "additional properties 'serviceAccountName' not allowed"),
 }
 
 
@@ -90,7 +120,7 @@ TEMPLATE_CHECKS = {
     "duplicate worker group names": ({"workerGroups": [{"name": "g", "replicas": 1, "minReplicas": 1, "maxReplicas": 4, "gpus": 1,
                                                         "resources": {}, "shmSize": "1Gi"}] * 2}, "group names must be unique"),
     "more engine gpus than the groups reach": ({"lorafleet": {"deployment": {"num_replicas": 5}}},
-                                               "need 5 GPUs, but workerGroups reach at most 4"),
+                                               "need 5 GPUs, but the worker groups hold at most 2 such replicas"),
     "autoscaling min above max": ({"autoscaling": {"engineReplicas": {"enabled": True, "minReplicas": 3, "maxReplicas": 2}}},
                                   "minReplicas (3) must be <= maxReplicas (2)"),
     "autoscaling target above max_ongoing_requests": ({"autoscaling": {"engineReplicas": {"enabled": True, "targetOngoingRequests": 512}}},
@@ -106,7 +136,8 @@ def test_template_refuses_inconsistent_values_with_a_message_naming_them(values,
 def test_gpu_capacity_check_counts_min_replicas_when_serve_autoscales():
     # 24 configured replicas would not fit 4 GPUs, but with autoscaling only minReplicas must.
     values = {"lorafleet": {"deployment": {"num_replicas": 24}},
-              "autoscaling": {"engineReplicas": {"enabled": True, "minReplicas": 4, "maxReplicas": 24}}}
+              "autoscaling": {"engineReplicas": {"enabled": True, "minReplicas": 4, "maxReplicas": 24},
+                              "gpuWorkers": {"enabled": True}}}
     assert render_chart(values).rayservice
 
 
@@ -126,6 +157,21 @@ def test_values_schema_lorafleet_part_is_the_config_schema():
         assert schema["$defs"][name] == definition, f"$defs.{name} differs: run python helm/tools/sync_chart.py"
 
 
+def test_values_schema_is_generated_and_describes_chart_values_from_values_yaml():
+    # The chart's own part comes from values_schema.py, its descriptions from values.yaml.
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema == load_sync_tool().values_schema((CHART / "values.yaml").read_text())
+    assert schema["properties"]["drain"]["properties"]["timeoutSeconds"]["description"].startswith(
+        "Longest a terminating worker waits")
+    pod_security = schema["properties"]["podSecurityContext"]
+    assert "runAsNonRoot" in pod_security["properties"] and pod_security["additionalProperties"] is False
+
+
+def test_a_value_values_schema_does_not_describe_stops_the_generator():
+    with pytest.raises(SystemExit, match="values.yaml documents newKnob"):
+        load_sync_tool().values_schema((CHART / "values.yaml").read_text() + "\n# -- A knob.\nnewKnob: 1\n")
+
+
 def test_values_schema_closes_every_object_it_describes():
     # Objects with listed properties reject unknown keys; only maps meant to be open
     # (labels, resources, affinity, ...) are left without listed properties.
@@ -143,5 +189,4 @@ def test_values_schema_closes_every_object_it_describes():
                 walk(value, f"{path}/{i}")
 
     walk(schema, "")
-    # extraEnv items describe only `name` and are otherwise a Kubernetes EnvVar.
-    assert open_objects == ["/properties/extraEnv/items"]
+    assert open_objects == []

@@ -33,6 +33,35 @@ Names. The RayService is named by "lorafleet.fullname"; KubeRay derives
 {{- end }}
 {{- end }}
 
+{{- define "lorafleet.modelCacheClaimName" -}}
+{{- default (printf "%s-model-cache" (include "lorafleet.fullname" .)) .Values.modelStorage.cache.persistence.existingClaim }}
+{{- end }}
+
+{{- define "lorafleet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "lorafleet.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The bundled PostgreSQL: its StatefulSet, Service and DSN Secret share this name. */}}
+{{- define "lorafleet.postgresName" -}}
+{{- printf "%s-postgresql" (include "lorafleet.fullname" .) }}
+{{- end }}
+
+{{/* The Secret and key holding the usage ledger's DSN ("" name: no PostgreSQL ledger). */}}
+{{- define "lorafleet.ledgerDsnSecret" -}}
+{{- $pg := .Values.usageLedger.postgres }}
+{{- if eq .Values.usageLedger.backend "postgres" }}
+{{- if $pg.bundled.enabled }}{{ include "lorafleet.postgresName" . }}{{ else }}{{ $pg.existingSecret }}{{ end }}
+{{- end }}
+{{- end }}
+
+{{- define "lorafleet.ledgerDsnKey" -}}
+{{- if .Values.usageLedger.postgres.bundled.enabled }}dsn{{ else }}{{ .Values.usageLedger.postgres.dsnKey }}{{ end }}
+{{- end }}
+
 {{- define "lorafleet.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "lorafleet.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -46,8 +75,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: lorafleet
 {{- end }}
 
+{{/* `<namespace>/<release>`: the `lorafleet_release` label the PodMonitor puts on every series. */}}
+{{- define "lorafleet.releaseLabel" -}}
+{{- printf "%s/%s" .Release.Namespace .Release.Name }}
+{{- end }}
+
+{{/* The image tag defaults to the chart's appVersion: the GPU image of this release. */}}
 {{- define "lorafleet.image" -}}
-{{- printf "%s:%s" .Values.image.repository .Values.image.tag }}
+{{- printf "%s:%s" .Values.image.repository (default (printf "%s-gpu" .Chart.AppVersion) .Values.image.tag) }}
 {{- end }}
 
 {{/*
@@ -102,13 +137,8 @@ values to change.
 {{- if ne (len $names) (len (uniq $names)) }}
 {{- fail (printf "workerGroups: group names must be unique (got %s)" (join ", " $names)) }}
 {{- end }}
-{{- /* The engine replicas that must run at once have to fit the GPUs the groups can reach. */}}
-{{- $gpuCapacity := 0.0 }}
-{{- range .Values.workerGroups }}{{ $gpuCapacity = addf $gpuCapacity (mulf .maxReplicas .gpus) }}{{ end }}
-{{- $replicas := $lf.deployment.num_replicas }}
 {{- $as := .Values.autoscaling.engineReplicas }}
 {{- if $as.enabled }}
-{{- $replicas = $as.minReplicas }}
 {{- if gt (int $as.minReplicas) (int $as.maxReplicas) }}
 {{- fail (printf "autoscaling.engineReplicas: minReplicas (%v) must be <= maxReplicas (%v)" $as.minReplicas $as.maxReplicas) }}
 {{- end }}
@@ -117,16 +147,143 @@ values to change.
 {{- fail (printf "autoscaling.engineReplicas.targetOngoingRequests (%v) must be <= lorafleet.deployment.max_ongoing_requests (%v; unset: engine.max_num_seqs), or Ray Serve never scales up" $as.targetOngoingRequests $perReplica) }}
 {{- end }}
 {{- end }}
-{{- $gpusNeeded := mulf $replicas $lf.deployment.replica_gpus }}
-{{- if gt $gpusNeeded $gpuCapacity }}
-{{- fail (printf "%v engine replicas x %v GPUs (lorafleet.deployment.replica_gpus) need %v GPUs, but workerGroups reach at most %v (sum of maxReplicas x gpus)" $replicas $lf.deployment.replica_gpus $gpusNeeded $gpuCapacity) }}
+{{- include "lorafleet.validateCapacity" . }}
+{{- include "lorafleet.validateLedger" . }}
+{{- include "lorafleet.validateAvailability" . }}
+{{- include "lorafleet.validateSecurity" . }}
+{{- include "lorafleet.validateMonitoring" . }}
+{{- end }}
+
+{{/*
+Replicas of the engine the worker groups can hold at once. A replica's `replica_gpus` must
+sit on one pod (Ray places a replica on one node), so a pod of `gpus` GPUs holds
+floor(gpus / replica_gpus) of them. With KubeRay's autoscaler off a group only ever has its
+`replicas` pods; with it on, up to `maxReplicas`. Returns the count as a string.
+*/}}
+{{- define "lorafleet.replicaCapacity" -}}
+{{- $rg := float64 .Values.lorafleet.deployment.replica_gpus }}
+{{- $autoscaled := .Values.autoscaling.gpuWorkers.enabled }}
+{{- $fit := 0 }}
+{{- range .Values.workerGroups }}
+{{- $pods := ternary .maxReplicas .replicas $autoscaled }}
+{{- $fit = add $fit (mul (int (floor (addf (divf .gpus $rg) 0.000001))) $pods) }}
+{{- end }}
+{{- $fit }}
+{{- end }}
+
+{{- define "lorafleet.validateCapacity" -}}
+{{- $lf := .Values.lorafleet }}
+{{- $rg := float64 $lf.deployment.replica_gpus }}
+{{- $as := .Values.autoscaling.engineReplicas }}
+{{- /* The replicas that must run at once: the fixed count, or Serve's autoscaling minimum. */}}
+{{- $needed := ternary $as.minReplicas $lf.deployment.num_replicas $as.enabled }}
+{{- if gt $rg 0.0 }}
+{{- $fit := int (include "lorafleet.replicaCapacity" .) }}
+{{- if gt (int $needed) $fit }}
+{{- $autoscaled := .Values.autoscaling.gpuWorkers.enabled }}
+{{- $details := list }}
+{{- range .Values.workerGroups }}
+{{- $pods := ternary .maxReplicas .replicas $autoscaled }}
+{{- $details = append $details (printf "%s: %v pods x %v per %v-GPU pod" .name $pods (int (floor (addf (divf .gpus $rg) 0.000001))) .gpus) }}
+{{- end }}
+{{- $hint := ternary "KubeRay's autoscaler is on, so each group reaches workerGroups[].maxReplicas pods: raise maxReplicas or gpus" "autoscaling.gpuWorkers is off, so each group has exactly workerGroups[].replicas pods: raise replicas, or turn the autoscaler on" $autoscaled }}
+{{- $what := ternary "autoscaling.engineReplicas.minReplicas" "lorafleet.deployment.num_replicas" $as.enabled }}
+{{- fail (printf "%v engine replicas (%s) x %v GPUs (lorafleet.deployment.replica_gpus) need %v GPUs, but the worker groups hold at most %d such replicas (%s; a replica's GPUs must be on one pod). %s" $needed $what $rg (mulf $needed $rg) $fit (join ", " $details) $hint) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "lorafleet.validateLedger" -}}
+{{- $lf := .Values.lorafleet }}
+{{- $led := .Values.usageLedger }}
+{{- $pg := $led.postgres }}
+{{- if eq $led.backend "postgres" }}
+{{- if and $pg.bundled.enabled $pg.existingSecret }}
+{{- fail "usageLedger.postgres: set either existingSecret (your PostgreSQL server's DSN) or bundled.enabled, not both" }}
+{{- end }}
+{{- if not (or $pg.bundled.enabled $pg.existingSecret) }}
+{{- fail "usageLedger.backend is postgres: set usageLedger.postgres.existingSecret to a Secret holding the DSN (key usageLedger.postgres.dsnKey), or usageLedger.postgres.bundled.enabled for an evaluation database" }}
+{{- end }}
+{{- if $lf.server.usage.ledger_path }}
+{{- fail "lorafleet.server.usage.ledger_path is the SQLite file: leave it null with usageLedger.backend postgres" }}
+{{- end }}
+{{- else }}
+{{- if $pg.bundled.enabled }}
+{{- fail "usageLedger.postgres.bundled.enabled needs usageLedger.backend: postgres" }}
+{{- end }}
+{{- if $lf.server.usage.enabled }}
+{{- if gt (int $lf.deployment.ingress_replicas) 1 }}
+{{- fail (printf "lorafleet.deployment.ingress_replicas is %v with the SQLite usage ledger: several ingress replicas on different nodes would write one SQLite file over a network volume, which corrupts it. Use usageLedger.backend postgres (usageLedger.postgres.existingSecret), one ingress replica, or lorafleet.server.usage.enabled false" $lf.deployment.ingress_replicas) }}
+{{- end }}
+{{- $path := $lf.server.usage.ledger_path }}
+{{- if $path }}
+{{- $mounts := list }}
+{{- if eq .Values.adapterStorage.type "pvc" }}{{ $mounts = append $mounts (trimSuffix "/" $lf.adapters.uri) }}{{ end }}
+{{- range .Values.extraVolumeMounts }}{{ $mounts = append $mounts (trimSuffix "/" .mountPath) }}{{ end }}
+{{- $onVolume := false }}
+{{- range $mounts }}{{ if hasPrefix (printf "%s/" .) $path }}{{ $onVolume = true }}{{ end }}{{ end }}
+{{- if not $onVolume }}
+{{- fail (printf "lorafleet.server.usage.ledger_path %q is on no mounted volume (mounted: %s): the ledger would be lost with the pod. Put it under the adapter store's mount or an extraVolumeMounts path, or use usageLedger.backend postgres" $path (join ", " $mounts)) }}
+{{- end }}
+{{- else if eq .Values.adapterStorage.type "s3" }}
+{{- fail "adapterStorage.type is s3 and usage is recorded in SQLite without lorafleet.server.usage.ledger_path: the ledger would sit in a node-local temp folder and vanish with the pod. Use usageLedger.backend postgres, or set ledger_path on a durable extraVolumes volume" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "lorafleet.validateAvailability" -}}
+{{- $up := .Values.upgradeStrategy }}
+{{- if eq $up.type "NewClusterWithIncrementalUpgrade" }}
+{{- $o := $up.clusterUpgradeOptions }}
+{{- if not $o.gatewayClassName }}
+{{- fail "upgradeStrategy.type NewClusterWithIncrementalUpgrade: set upgradeStrategy.clusterUpgradeOptions.gatewayClassName (KubeRay shifts traffic through a Gateway of that class)" }}
+{{- end }}
+{{- if not .Values.autoscaling.gpuWorkers.enabled }}
+{{- fail "upgradeStrategy.type NewClusterWithIncrementalUpgrade needs autoscaling.gpuWorkers.enabled: KubeRay resizes both clusters through Ray's autoscaler" }}
+{{- end }}
+{{- if gt (int $o.stepSizePercent) (int $o.maxSurgePercent) }}
+{{- fail (printf "upgradeStrategy.clusterUpgradeOptions.stepSizePercent (%v) must be <= maxSurgePercent (%v)" $o.stepSizePercent $o.maxSurgePercent) }}
+{{- end }}
+{{- if .Values.ingress.enabled }}
+{{- fail "ingress.enabled with upgradeStrategy NewClusterWithIncrementalUpgrade: during an upgrade the Ingress would keep sending everything to the old cluster while it shrinks. Route clients to the Gateway KubeRay creates (<fullname>-gateway) instead" }}
+{{- end }}
+{{- end }}
+{{- $ft := .Values.gcsFaultTolerance }}
+{{- if and $ft.enabled (not $ft.redisAddress) }}
+{{- fail "gcsFaultTolerance.enabled: set gcsFaultTolerance.redisAddress (host:port of the external Redis)" }}
+{{- end }}
+{{- end }}
+
+{{- define "lorafleet.validateSecurity" -}}
+{{- $np := .Values.networkPolicy }}
+{{- if eq .Values.ray.authMode "disabled" }}
+{{- if not $np.enabled }}
+{{- fail "ray.authMode is disabled: Ray's dashboard (job submission), GCS and client ports would take unauthenticated calls from anywhere in the cluster. Set networkPolicy.enabled so only this release's pods (and the KubeRay operator, for the dashboard) reach them, or keep ray.authMode token" }}
+{{- end }}
+{{- if not $np.kuberayOperator.namespace }}
+{{- fail "ray.authMode is disabled: set networkPolicy.kuberayOperator.namespace, so only the KubeRay operator's pods in that namespace, not any pod carrying its labels, reach the unauthenticated dashboard" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "lorafleet.validateMonitoring" -}}
+{{- $rule := .Values.monitoring.prometheusRule }}
+{{- if $rule.enabled }}
+{{- if not .Values.monitoring.podMonitor.enabled }}
+{{- fail "monitoring.prometheusRule.enabled needs monitoring.podMonitor.enabled: the alerts select this release's series by the lorafleet_release label the PodMonitor adds" }}
+{{- end }}
+{{- if le (float64 $rule.gpuMemoryRatio) (float64 .Values.lorafleet.engine.gpu_memory_utilization) }}
+{{- fail (printf "monitoring.prometheusRule.gpuMemoryRatio (%v) must be above lorafleet.engine.gpu_memory_utilization (%v): vLLM reserves that share of GPU memory up front, so the alert would always fire" $rule.gpuMemoryRatio .Values.lorafleet.engine.gpu_memory_utilization) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
 {{/*
 serveConfigV2: the Ray Serve config KubeRay applies. applications[0].args is the
-`lorafleet:` values block verbatim, i.e. the same document `lorafleet serve --config`
-reads, validated by deployments.config in build_app.
+`lorafleet:` values block, i.e. the same document `lorafleet serve --config` reads,
+validated by deployments.config in build_app; the chart sets only what its own values own
+(API keys from `auth`, the ledger's backend from `usageLedger`).
 */}}
 {{- define "lorafleet.serveConfig" -}}
 {{- $lf := deepCopy .Values.lorafleet }}
@@ -136,7 +293,13 @@ reads, validated by deployments.config in build_app.
 {{- $_ := set $auth "keys_file" (printf "%s/%s" (trimSuffix "/" .Values.auth.mountPath) .Values.auth.keysFileKey) }}
 {{- end }}
 {{- $_ := set $lf.server "auth" $auth }}
+{{- /* The PostgreSQL ledger: the product reads the DSN from the environment variable named here. */}}
+{{- if eq .Values.usageLedger.backend "postgres" }}
+{{- $_ := set $lf.server.usage "backend" "postgres" }}
+{{- $_ := set $lf.server.usage "postgres_dsn_env" .Values.usageLedger.postgres.dsnEnv }}
+{{- end }}
 {{- $as := .Values.autoscaling.engineReplicas -}}
+{{- $drain := .Values.drain -}}
 http_options:
   host: {{ $lf.server.host | quote }}
   port: {{ $lf.server.port | toJson }}
@@ -147,9 +310,14 @@ applications:
     route_prefix: /
     args:
       {{- toYaml $lf | nindent 6 }}
-    {{- if $as.enabled }}
+    {{- if or $as.enabled $drain.enabled }}
     deployments:
       - name: EngineReplica
+        {{- if $drain.enabled }}
+        {{- /* A draining or downscaled replica finishes its streams for this long. */}}
+        graceful_shutdown_timeout_s: {{ $drain.timeoutSeconds }}
+        {{- end }}
+        {{- if $as.enabled }}
         num_replicas: auto
         autoscaling_config:
           min_replicas: {{ $as.minReplicas | toJson }}
@@ -157,11 +325,31 @@ applications:
           target_ongoing_requests: {{ $as.targetOngoingRequests | toJson }}
           upscale_delay_s: {{ $as.upscaleDelayS | toJson }}
           downscale_delay_s: {{ $as.downscaleDelayS | toJson }}
+        {{- end }}
+      {{- if $drain.enabled }}
+      - name: Ingress
+        graceful_shutdown_timeout_s: {{ $drain.timeoutSeconds }}
+      {{- end }}
     {{- end }}
 {{- end }}
 
-{{/* Environment of every Ray container: storage credentials and the cache location. */}}
-{{- define "lorafleet.env" -}}
+{{/* Environment of every Ray container (head and workers): the ledger DSN, then extraEnv. */}}
+{{- define "lorafleet.commonEnv" -}}
+{{- $secret := include "lorafleet.ledgerDsnSecret" . }}
+{{- if $secret }}
+- name: {{ .Values.usageLedger.postgres.dsnEnv }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ include "lorafleet.ledgerDsnKey" . }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Environment of the GPU workers: storage credentials and caches, then the common part. */}}
+{{- define "lorafleet.workerEnv" -}}
 {{- $v := .Values }}
 {{- if and (eq $v.modelStorage.type "hub") $v.modelStorage.hub.tokenSecret.name }}
 - name: HF_TOKEN
@@ -198,7 +386,60 @@ applications:
   value: {{ $v.s3.endpointUrl | quote }}
 {{- end }}
 {{- end }}
-{{- with $v.extraEnv }}
+{{- if include "lorafleet.readOnlyRoot" . }}
+{{- /* GPU kernel JIT caches default to other home folders: keep them on the writable cache. */}}
+- name: TRITON_CACHE_DIR
+  value: /home/ray/.cache/triton
+- name: CUDA_CACHE_PATH
+  value: /home/ray/.cache/nv
+{{- end }}
+{{- include "lorafleet.commonEnv" . }}
+{{- end }}
+
+{{/*
+Writable scratch under a read-only root filesystem: Ray's session and logs and torch's
+compile cache (/tmp), and the caches vLLM, Triton and FlashInfer keep in the home folder.
+*/}}
+{{- define "lorafleet.readOnlyRoot" -}}
+{{- if .Values.securityContext.readOnlyRootFilesystem }}true{{ end }}
+{{- end }}
+
+{{- define "lorafleet.scratchDirs" -}}
+tmp: /tmp
+home-cache: /home/ray/.cache
+home-config: /home/ray/.config
+{{- end }}
+
+{{- define "lorafleet.scratchVolumes" -}}
+{{- if include "lorafleet.readOnlyRoot" . }}
+{{- range $name, $_ := include "lorafleet.scratchDirs" . | fromYaml }}
+- name: {{ $name }}
+  emptyDir:
+    sizeLimit: {{ $.Values.scratchSizeLimit }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "lorafleet.scratchMounts" -}}
+{{- if include "lorafleet.readOnlyRoot" . }}
+{{- range $name, $path := include "lorafleet.scratchDirs" . | fromYaml }}
+- name: {{ $name }}
+  mountPath: {{ $path }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes of the head pod: scratch and extraVolumes only (it runs no replica). */}}
+{{- define "lorafleet.headVolumes" -}}
+{{- include "lorafleet.scratchVolumes" . }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "lorafleet.headVolumeMounts" -}}
+{{- include "lorafleet.scratchMounts" . }}
+{{- with .Values.extraVolumeMounts }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
@@ -210,10 +451,16 @@ applications:
   emptyDir:
     medium: Memory
     sizeLimit: {{ .group.shmSize }}
+{{- include "lorafleet.scratchVolumes" .root }}
 {{- if $v.modelStorage.cache.enabled }}
 - name: hf-cache
+  {{- if $v.modelStorage.cache.persistence.enabled }}
+  persistentVolumeClaim:
+    claimName: {{ include "lorafleet.modelCacheClaimName" .root }}
+  {{- else }}
   emptyDir:
     sizeLimit: {{ $v.modelStorage.cache.sizeLimit }}
+  {{- end }}
 {{- end }}
 {{- if eq $v.modelStorage.type "pvc" }}
 - name: model
@@ -227,12 +474,16 @@ applications:
     claimName: {{ include "lorafleet.adapterClaimName" .root }}
 {{- end }}
 {{- include "lorafleet.authVolume" .root }}
+{{- with $v.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "lorafleet.workerVolumeMounts" -}}
 {{- $v := .Values -}}
 - name: dshm
   mountPath: /dev/shm
+{{- include "lorafleet.scratchMounts" . }}
 {{- if $v.modelStorage.cache.enabled }}
 - name: hf-cache
   mountPath: {{ $v.modelStorage.cache.mountPath }}
@@ -250,6 +501,9 @@ applications:
   mountPath: {{ $v.lorafleet.adapters.uri }}
 {{- end }}
 {{- include "lorafleet.authVolumeMount" . }}
+{{- with $v.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* API keys: mounted when auth is on and a Secret is named (see values `auth`). */}}
@@ -269,12 +523,46 @@ applications:
 {{- end }}
 {{- end }}
 
-{{/* Pod-level fields shared by head and workers. */}}
+{{/*
+Topology spread constraints of a pod: a constraint without `labelSelector` spreads the
+pods carrying this pod's own labels (`labels`, a dict).
+*/}}
+{{- define "lorafleet.topologySpread" -}}
+{{- $out := list }}
+{{- range .constraints }}
+{{- $c := deepCopy . }}
+{{- if not (hasKey $c "labelSelector") }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $.labels) }}
+{{- end }}
+{{- $out = append $out $c }}
+{{- end }}
+{{- with $out }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod-level fields shared by head and workers: `pod` is the head or a worker group, `labels`
+its selector labels, `automount` whether it gets a service account token.
+*/}}
 {{- define "lorafleet.podCommon" -}}
-{{- with .root.Values.serviceAccountName }}
+{{- $v := .root.Values }}
+{{- with include "lorafleet.serviceAccountName" .root }}
 serviceAccountName: {{ . }}
 {{- end }}
-{{- with .root.Values.imagePullSecrets }}
+automountServiceAccountToken: {{ .automount }}
+{{- with $v.podSecurityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $v.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
@@ -290,4 +578,13 @@ tolerations:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- include "lorafleet.topologySpread" (dict "constraints" (default list .pod.topologySpreadConstraints) "labels" .labels) }}
+{{- end }}
+
+{{/* Pod hardening of the chart's own small pods (helm test, bundled PostgreSQL). */}}
+{{- define "lorafleet.restrictedContainerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
 {{- end }}
