@@ -68,6 +68,10 @@ class JournalFile:
     def sync(self) -> None:
         os.fsync(self._fd)
 
+    def close(self) -> None:
+        """Let go of the file, keeping it: an orphan for the next ledger to apply."""
+        os.close(self._fd)
+
     def close_and_delete(self) -> None:
         try:
             self.path.unlink(missing_ok=True)

@@ -1,0 +1,93 @@
+"""The usage ledger in PostgreSQL, shared by every ingress replica on every node.
+
+One connection per ledger, opened on first use and again after any error, so an ingress
+starts and serves while the database is down and its ledger writes resume when the
+database is back (the journal and the in-memory counts hold the usage meanwhile,
+deployments.tenancy.ledger). A batch's rows and its journal's name are committed in one
+transaction; rows are upserted in key order, so two replicas writing the same minute's
+rows lock them in the same order and never deadlock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import psycopg
+
+from deployments.tenancy import postgres
+from deployments.tenancy.ledger_store import LedgerUnavailable, Row
+
+T = TypeVar("T")
+
+_UPSERT = """
+INSERT INTO lorafleet_usage AS u (minute, key_id, tenant, adapter, requests, prompt_tokens, completion_tokens)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (minute, key_id, tenant, adapter) DO UPDATE SET
+    requests = u.requests + excluded.requests,
+    prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = u.completion_tokens + excluded.completion_tokens
+"""
+
+
+class PostgresLedgerStore:
+    table = "lorafleet_usage"
+    mark = "%s"
+
+    def __init__(self, dsn: str, *, timeout_s: float = 10.0):
+        self._dsn = dsn
+        self._timeout_s = timeout_s
+        self._conn: psycopg.Connection | None = None
+        self._schema_ready = False
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never the DSN
+        return "PostgresLedgerStore()"
+
+    def _run(self, work: Callable[[psycopg.Connection], T]) -> T:
+        with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = postgres.connect(self._dsn, timeout_s=self._timeout_s, purpose="ledger")
+                if not self._schema_ready:
+                    postgres.ensure_schema(self._conn)
+                    self._schema_ready = True
+                return work(self._conn)
+            except psycopg.Error as err:
+                self._drop()  # a fresh connection next time: this one may be broken or mid-transaction
+                raise LedgerUnavailable(postgres.describe(err, self._dsn)) from None
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+            self._conn = None
+
+    def apply(self, journal: str, rows: Sequence[Row]) -> bool:
+        def transaction(conn: psycopg.Connection) -> bool:
+            with conn.transaction():
+                new = conn.execute("INSERT INTO lorafleet_applied_journals (name) VALUES (%s) "
+                                   "ON CONFLICT DO NOTHING RETURNING name", (journal,)).fetchone()
+                if new is None:
+                    return False
+                with conn.cursor() as cur:
+                    cur.executemany(_UPSERT, sorted(rows))
+                return True
+
+        return self._run(transaction)
+
+    def is_applied(self, journal: str) -> bool:
+        return bool(self.select("SELECT 1 FROM lorafleet_applied_journals WHERE name = %s", (journal,)))
+
+    def forget(self, journals: Sequence[str]) -> None:
+        self._run(lambda conn: conn.execute("DELETE FROM lorafleet_applied_journals WHERE name = ANY(%s)", (list(journals),)))
+
+    def select(self, sql: str, args: Sequence) -> list[tuple]:
+        return self._run(lambda conn: conn.execute(sql, list(args)).fetchall())
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
