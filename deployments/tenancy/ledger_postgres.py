@@ -46,17 +46,23 @@ class PostgresLedgerStore:
         return "PostgresLedgerStore()"
 
     def _run(self, work: Callable[[psycopg.Connection], T]) -> T:
+        """`work` on the connection; a connection that had been idle and turns out dead
+        (the server restarted since) is replaced and `work` tried once more: every
+        operation here is idempotent (a batch is applied by its journal's name)."""
         with self._lock:
-            try:
-                if self._conn is None:
-                    self._conn = postgres.connect(self._dsn, timeout_s=self._timeout_s, purpose="ledger")
-                if not self._schema_ready:
-                    postgres.ensure_schema(self._conn)
-                    self._schema_ready = True
-                return work(self._conn)
-            except psycopg.Error as err:
-                self._drop()  # a fresh connection next time: this one may be broken or mid-transaction
-                raise LedgerUnavailable(postgres.describe(err, self._dsn)) from None
+            while True:
+                reused = self._conn is not None
+                try:
+                    if self._conn is None:
+                        self._conn = postgres.connect(self._dsn, timeout_s=self._timeout_s, purpose="ledger")
+                    if not self._schema_ready:
+                        postgres.ensure_schema(self._conn)
+                        self._schema_ready = True
+                    return work(self._conn)
+                except psycopg.Error as err:
+                    self._drop()  # a fresh connection next time: this one may be broken or mid-transaction
+                    if not (reused and isinstance(err, psycopg.OperationalError)):
+                        raise LedgerUnavailable(postgres.describe(err, self._dsn)) from None
 
     def _drop(self) -> None:
         if self._conn is not None:

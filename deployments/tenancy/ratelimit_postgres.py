@@ -55,8 +55,8 @@ class BucketsUnavailable(StoreUnavailable):
 
 
 class PostgresBuckets:
-    """Thread-safe: each thread uses its own connection (opened on first use, and again
-    after an error)."""
+    """Thread-safe: each thread uses its own connection, opened on first use, after an
+    error, and after `reset` (the database went away: every connection is stale)."""
 
     def __init__(self, dsn: str, *, timeout_s: float = 0.5):
         self._dsn = dsn
@@ -65,13 +65,22 @@ class PostgresBuckets:
         self._all: list[psycopg.Connection] = []
         self._all_lock = threading.Lock()
         self._schema_ready = False
+        self._generation = 0
 
     def __repr__(self) -> str:  # never the DSN
         return "PostgresBuckets()"
 
+    def reset(self) -> None:
+        """Make every thread reconnect before its next statement."""
+        self._generation += 1
+
     def _connection(self) -> psycopg.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "generation", None) != self._generation:
+            conn.close()
+            conn = None
         if conn is None or conn.closed:
+            self._local.generation = self._generation
             conn = postgres.connect(self._dsn, timeout_s=self._timeout_s, purpose="rate-limits")
             if not self._schema_ready:
                 postgres.ensure_schema(conn)
@@ -94,11 +103,27 @@ class PostgresBuckets:
         return the seconds until it would fit. Raises BucketsUnavailable."""
         params = {"key": key_id, "kind": kind, "limit": limit, "rate": rate, "capacity": capacity,
                   "amount": amount, "now": now}
+        granted, level = self._execute_once_more_if_stale(TAKE, params).fetchone()
+        return 0.0 if granted else (amount - level) / rate
+
+    def _execute_once_more_if_stale(self, sql: str, params: dict) -> psycopg.Cursor:
+        """A connection that sat idle may have been closed by the server (a restart, an
+        idle timeout in a proxy): it is replaced and the statement sent once more. (Had
+        the first one reached the database before the connection died, the key pays
+        twice for this request: conservative, and only on a dying connection.)"""
+        reused = getattr(self._local, "conn", None) is not None
         try:
-            granted, level = self._connection().execute(TAKE, params).fetchone()
+            return self._connection().execute(sql, params)
+        except psycopg.OperationalError as err:
+            if not reused:
+                raise self._failed(err) from None
+            self._failed(err)
         except psycopg.Error as err:
             raise self._failed(err) from None
-        return 0.0 if granted else (amount - level) / rate
+        try:
+            return self._connection().execute(sql, params)
+        except psycopg.Error as err:
+            raise self._failed(err) from None
 
     def give(self, amounts: Sequence[tuple[str, float]], now: float | None) -> None:
         """Add each (key_id, tokens) to the key's token bucket (negative: charge), all or
@@ -111,10 +136,7 @@ class PostgresBuckets:
             raise self._failed(err) from None
 
     def ping(self) -> None:
-        try:
-            self._connection().execute("SELECT 1").fetchone()
-        except psycopg.Error as err:
-            raise self._failed(err) from None
+        self._execute_once_more_if_stale("SELECT 1", {}).fetchone()
 
     def close(self) -> None:
         with self._all_lock:

@@ -67,6 +67,9 @@ class BucketStore(Protocol):
 
     def ping(self) -> None: ...
 
+    def reset(self) -> None:
+        """Drop every connection before its next use (they outlived the store's outage)."""
+
     def close(self) -> None: ...
 
 
@@ -100,6 +103,8 @@ class SharedRateLimiter:
         self._stop = threading.Event()
         self._keeper = threading.Thread(target=self._keep, name="rate-limits-keeper", daemon=True)
         self._keeper.start()
+        for _ in range(threads):  # connect (and create the tables) now, not on the first requests
+            self._executor.submit(self._warm_up)
 
     @property
     def store_up(self) -> bool:
@@ -162,6 +167,12 @@ class SharedRateLimiter:
             self._mark_down(f"no answer within {self.timeout_s:g} s (server.limits.store_timeout_s)")
         return None
 
+    def _warm_up(self) -> None:
+        try:
+            self.buckets.ping()
+        except StoreUnavailable as err:
+            self._mark_down(str(err))
+
     def _refusal(self) -> StoreUnavailable:
         return StoreUnavailable(
             "The shared rate limits' database is unavailable and this server does not serve unmetered requests "
@@ -176,6 +187,7 @@ class SharedRateLimiter:
         if self._down.is_set():
             return
         self._down.set()
+        self.buckets.reset()  # the pool's connections are stale by the time it is back
         logger.error("shared rate limits unavailable (%s): limits are %s until the database answers again", reason,
                      {"local": "per replica (1/replicas of each key's limit)", "open": "off",
                       "closed": "refusing requests with 503"}[self.when_down])
