@@ -75,16 +75,22 @@ def dsn_from_env(variable: str) -> str:
     return dsn
 
 
-def connect(dsn: str, *, timeout_s: float, purpose: str) -> psycopg.Connection:
+def connect(dsn: str, *, timeout_s: float, purpose: str, durable: bool = True) -> psycopg.Connection:
     """A connection whose every wait is bounded by about `timeout_s` (connect: at least
-    2 s, libpq's minimum). Raises psycopg.Error."""
+    2 s, libpq's minimum). `durable` False: commits do not wait for the WAL to reach
+    disk (`synchronous_commit=off`; still atomic and replicated, but a database crash
+    may forget the last fraction of a second): for state that is soft anyway, such as
+    rate-limit buckets. Raises psycopg.Error."""
     ms = max(1, int(timeout_s * 1000))
+    options = f"-c statement_timeout={ms} -c lock_timeout={ms} -c idle_in_transaction_session_timeout={max(ms, 10_000)}"
+    if not durable:
+        options += " -c synchronous_commit=off"
     return psycopg.connect(
         dsn,
         autocommit=True,
         application_name=f"lorafleet-{purpose}",
         connect_timeout=max(2, math.ceil(timeout_s)),
-        options=f"-c statement_timeout={ms} -c lock_timeout={ms} -c idle_in_transaction_session_timeout={max(ms, 10_000)}",
+        options=options,
         keepalives=1,
         keepalives_idle=max(1, math.ceil(timeout_s)),
         keepalives_interval=1,

@@ -81,7 +81,10 @@ class PostgresBuckets:
             conn = None
         if conn is None or conn.closed:
             self._local.generation = self._generation
-            conn = postgres.connect(self._dsn, timeout_s=self._timeout_s, purpose="rate-limits")
+            # Buckets are soft state: a database crash that forgets their last fraction of a
+            # second refills a key by that much. Not waiting for the WAL flush on every
+            # request is what keeps a take at one network round trip (bench/usage_postgres.py).
+            conn = postgres.connect(self._dsn, timeout_s=self._timeout_s, purpose="rate-limits", durable=False)
             if not self._schema_ready:
                 postgres.ensure_schema(conn)
                 self._schema_ready = True
