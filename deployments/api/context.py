@@ -173,7 +173,7 @@ def build_context(
         fleet=fleet,
         keys=KeysFileWatcher(server.auth.keys_file, limits) if server.auth.enabled else None,
         default_limits=limits,
-        limiter=open_limiter(config, clock=clock),
+        limiter=open_limiter(config, clock=clock, on_store_state=metrics.record_rate_limit_store),
         admission=LatencyBoundedGate(
             hard_limit=admitted, slots=engine_slots(config, d.num_replicas), max_wait_s=server.max_queue_wait_s,
             cold_queue=max(1, d.max_queued_requests // d.ingress_replicas), clock=clock),

@@ -60,13 +60,18 @@ def open_ledger(config: LorafleetConfig, store: AdapterStore, *, on_write_failur
                        on_write_failure=on_write_failure)
 
 
-def open_limiter(config: LorafleetConfig, *, clock: Callable[[], float] = time.monotonic) -> RateLimiter:
+def open_limiter(config: LorafleetConfig, *, clock: Callable[[], float] = time.monotonic,
+                 on_store_state: Callable[[bool], None] | None = None) -> RateLimiter:
     """In-memory buckets (1/ingress_replicas of each key's limits per replica), or the
     shared buckets in PostgreSQL with those as the fallback while it is down. `clock`
-    drives the in-memory buckets; the shared ones use the database's clock."""
+    drives the in-memory buckets; the shared ones use the database's clock.
+    `on_store_state(up)`: told at start and whenever the shared store goes or comes back."""
     local = KeyRateLimiter(shares=config.deployment.ingress_replicas, clock=clock)
     usage, limits = config.server.usage, config.server.limits
     if usage.backend != "postgres":
         return local
     buckets = PostgresBuckets(postgres.dsn_from_env(usage.postgres_dsn_env), timeout_s=limits.store_timeout_s)
-    return SharedRateLimiter(buckets, fallback=local, when_down=limits.when_store_down, timeout_s=limits.store_timeout_s)
+    if on_store_state is not None:
+        on_store_state(True)
+    return SharedRateLimiter(buckets, fallback=local, when_down=limits.when_store_down, timeout_s=limits.store_timeout_s,
+                             on_store_state=on_store_state)

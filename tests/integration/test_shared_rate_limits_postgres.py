@@ -38,10 +38,11 @@ def limiters(postgres_dsn, clock):
     """`limiters(n, when_down=...)`: n replicas' limiters on one database, closed at the end."""
     made = []
 
-    def make(n: int = REPLICAS, when_down: str = "local") -> list[SharedRateLimiter]:
+    def make(n: int = REPLICAS, when_down: str = "local", on_store_state=None) -> list[SharedRateLimiter]:
         new = [SharedRateLimiter(PostgresBuckets(postgres_dsn, timeout_s=2),
                                  fallback=KeyRateLimiter(shares=REPLICAS, clock=clock),
-                                 when_down=when_down, timeout_s=2, retry_s=0.1, clock=clock) for _ in range(n)]
+                                 when_down=when_down, timeout_s=2, retry_s=0.1, clock=clock,
+                                 on_store_state=on_store_state) for _ in range(n)]
         made.extend(new)
         return new
 
@@ -119,7 +120,8 @@ async def test_charges_above_a_reservation_are_shared_too(limiters):
 
 async def test_while_the_database_is_down_each_mode_limits_as_configured_and_exactness_returns_with_it(
         limiters, postgres_server, clock):
-    local, = limiters(1, when_down="local")
+    states = []  # what the ingress exports as lorafleet_rate_limit_store_up_replicas
+    local, = limiters(1, when_down="local", on_store_state=states.append)
     opened, = limiters(1, when_down="open")
     closed, = limiters(1, when_down="closed")
     key = Principal("k", "acme", "tenant", requests_per_second=20, tokens_per_minute=1000)
@@ -143,6 +145,7 @@ async def test_while_the_database_is_down_each_mode_limits_as_configured_and_exa
     finally:
         postgres_server.start_again()
     _wait_until(lambda: local.store_up and opened.store_up and closed.store_up)  # the background probe
+    assert states == [False, True]
     # Shared again, as the buckets were left: the burst spent before the outage stays spent
     # (the frozen clock refills nothing), and the 600 tokens given back during it arrived.
     with pytest.raises(RateLimited):
