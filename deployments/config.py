@@ -270,7 +270,7 @@ class UsageConfig(_Strict):
         description="Folder of the ledger's write-ahead journal (one append per request; what a SIGKILLed or "
         "disconnected ingress has not written yet is applied from it later, exactly once). Must be on the node's own "
         "disk. None: `<ledger_path>.journal` with sqlite; `usage-journal` in the node-local adapter cache "
-        "(adapters.cache_dir) with postgres.",
+        "(adapters.cache_dir) with postgres, which adds a subfolder per database.",
     )
     flush_period_s: PositiveFloat = Field(default=0.5, description="How often recorded usage is written to the ledger (and on shutdown).")
     abort_report_timeout_s: PositiveFloat = Field(

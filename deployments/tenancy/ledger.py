@@ -251,7 +251,10 @@ class UsageLedger:
                 self._journal.close()
         else:
             with self._pending_lock:
-                self._journal.close_and_delete()  # empty: everything recorded was just committed
+                if self._pending:  # recorded while the last flush ran: left for the next ledger
+                    self._journal.close()
+                else:
+                    self._journal.close_and_delete()
         finally:
             self.store.close()
 

@@ -15,6 +15,7 @@ noticed in seconds instead of the kernel's minutes.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 
@@ -105,6 +106,17 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_ID,))
         for statement in SCHEMA:
             conn.execute(statement)
+
+
+def database_id(dsn: str) -> str:
+    """A short, stable name for the database a DSN points to (user, host, port, database;
+    never the password): journals meant for one database are never applied to another."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        parts = {}
+    ident = "{user}@{host}:{port}/{dbname}".format(**{k: parts.get(k, "") for k in ("user", "host", "port", "dbname")})
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
 def describe(err: BaseException, dsn: str) -> str:

@@ -44,18 +44,20 @@ def ledger_path(config: LorafleetConfig, store: AdapterStore) -> str:
     return str(Path(store.cache_dir) / "usage.sqlite")
 
 
-def journal_dir(config: LorafleetConfig, store: AdapterStore) -> Path:
+def journal_dir(config: LorafleetConfig, store: AdapterStore, dsn: str) -> Path:
     """The PostgreSQL ledger's journal: on the node's own disk (the adapter cache's
-    folder unless server.usage.journal_dir says otherwise)."""
-    return Path(config.server.usage.journal_dir or Path(store.cache_dir) / "usage-journal")
+    folder unless server.usage.journal_dir says otherwise), in a subfolder per database,
+    so two deployments sharing a node's cache never apply each other's journals."""
+    root = Path(config.server.usage.journal_dir or Path(store.cache_dir) / "usage-journal")
+    return root / postgres.database_id(dsn)
 
 
 def open_ledger(config: LorafleetConfig, store: AdapterStore, *, on_write_failure: Callable[[], None] | None = None) -> UsageLedger:
     usage = config.server.usage
     if usage.backend == "postgres":
-        return UsageLedger(store=PostgresLedgerStore(postgres.dsn_from_env(usage.postgres_dsn_env)),
-                           journal_dir=journal_dir(config, store), flush_period_s=usage.flush_period_s,
-                           on_write_failure=on_write_failure)
+        dsn = postgres.dsn_from_env(usage.postgres_dsn_env)
+        return UsageLedger(store=PostgresLedgerStore(dsn), journal_dir=journal_dir(config, store, dsn),
+                           flush_period_s=usage.flush_period_s, on_write_failure=on_write_failure)
     return UsageLedger(ledger_path(config, store), journal_dir=usage.journal_dir, flush_period_s=usage.flush_period_s,
                        on_write_failure=on_write_failure)
 

@@ -54,7 +54,10 @@ def test_postgres_reads_the_dsn_from_the_named_variable_and_shares_the_limits(tm
     limiter = open_limiter(config)
     try:
         assert isinstance(ledger.store, PostgresLedgerStore)
-        assert ledger.journal_dir == tmp_path / "cache" / "usage-journal"  # node-local
+        # node-local, one folder per database (never the password in its name)
+        assert ledger.journal_dir.parent == tmp_path / "cache" / "usage-journal"
+        assert ledger.journal_dir.name == postgres.database_id(DSN.replace("hunter2-secret", "other"))
+        assert ledger.journal_dir.name != postgres.database_id(DSN.replace("/usage", "/billing"))
         assert isinstance(limiter, SharedRateLimiter)
         assert (limiter.when_down, limiter.timeout_s, limiter.fallback.shares) == ("closed", 0.2, 2)
     finally:
