@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lorafleet-installed
 
-.PHONY: setup assets demo test unit clean prometheus
+.PHONY: setup assets demo test unit clean prometheus postgresql
 
 setup: $(STAMP)
 
@@ -44,7 +44,16 @@ prometheus:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } || \
 	  { echo "make: cannot install Debian's prometheus (needs root and apt-get); the tests need prometheus and promtool" >&2; exit 1; }
 
-test: setup prometheus
+# Debian's PostgreSQL server binaries: the usage-ledger and shared-rate-limit tests start a
+# throwaway cluster of their own on 127.0.0.1 (tests/postgres_server.py; initdb and pg_ctl
+# live in /usr/lib/postgresql/<version>/bin, and run as the `postgres` user under root).
+# Nothing is started here. Where it cannot be installed, `make test` stops here, loudly.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; } || \
+	  { echo "make: cannot install Debian's postgresql (needs root and apt-get); the usage-ledger tests need a PostgreSQL server" >&2; exit 1; }
+
+test: setup prometheus postgresql
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: setup

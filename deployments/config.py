@@ -231,21 +231,59 @@ class LimitsConfig(_Strict):
         description="Default per-key token budget per minute: prompt + max_tokens is reserved when a request is "
         "admitted and corrected with the real usage when it ends; 429 with Retry-After when exhausted. None: unlimited.",
     )
+    when_store_down: Literal["local", "open", "closed"] = Field(
+        default="local",
+        description="With a shared store (server.usage.backend: postgres) the per-key buckets live in the database, "
+        "exact across ingress replicas. While it is unreachable: `local` limits each replica to 1/ingress_replicas of "
+        "each key's limits in memory (approximate, as without a shared store); `open` applies no rate limits; `closed` "
+        "answers 503 to every request a limit applies to. Requests never wait on a database known to be down.",
+    )
+    store_timeout_s: PositiveFloat = Field(
+        default=0.5,
+        description="Longest a request waits for the shared rate-limit store before it is treated as down "
+        "(then `when_store_down` applies, and a background probe finds it again).",
+    )
 
 
 class UsageConfig(_Strict):
     enabled: bool = Field(default=True, description="Record every completed request's token usage per key and adapter in the usage ledger.")
+    backend: Literal["sqlite", "postgres"] = Field(
+        default="sqlite",
+        description="Where the usage ledger lives. `sqlite`: an embedded file (one node; several ingress replicas only "
+        "on one node). `postgres`: a PostgreSQL database shared by every ingress replica on every node, which also "
+        "holds the per-key rate-limit buckets, so limits are exact across replicas and restarts.",
+    )
+    postgres_dsn_env: str = Field(
+        default="LORAFLEET_USAGE_POSTGRES_DSN",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the environment variable holding the PostgreSQL DSN (postgresql://user:password@host:5432/db), "
+        "e.g. filled from a Kubernetes Secret; the DSN itself is never part of the config nor logged. backend: postgres only.",
+    )
     ledger_path: str | None = Field(
         default=None,
         description="SQLite file of the usage ledger. None: `.lorafleet/usage.sqlite` inside the adapter store "
-        "(on the store's volume, so it survives restarts). All ingress replicas must reach the same local file.",
+        "(on the store's volume, so it survives restarts). All ingress replicas must reach the same local file. "
+        "backend: sqlite only.",
     )
-    flush_period_s: PositiveFloat = Field(default=0.5, description="How often recorded usage is written to the ledger file (and on shutdown).")
+    journal_dir: str | None = Field(
+        default=None,
+        description="Folder of the ledger's write-ahead journal (one append per request; what a SIGKILLed or "
+        "disconnected ingress has not written yet is applied from it later, exactly once). Must be on the node's own "
+        "disk. None: `<ledger_path>.journal` with sqlite; `usage-journal` in the node-local adapter cache "
+        "(adapters.cache_dir) with postgres, which adds a subfolder per database.",
+    )
+    flush_period_s: PositiveFloat = Field(default=0.5, description="How often recorded usage is written to the ledger (and on shutdown).")
     abort_report_timeout_s: PositiveFloat = Field(
         default=30.0,
         description="How long the ingress waits for an engine's count of what it produced for a request whose client "
         "left mid-generation; after it, the request is billed what the ingress saw leave the engine (a lower bound).",
     )
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> "UsageConfig":
+        if self.backend == "postgres" and self.ledger_path:
+            raise ValueError("server.usage.ledger_path is the SQLite file: leave it unset with backend: postgres")
+        return self
 
 
 class ServerConfig(_Strict):
@@ -384,8 +422,10 @@ class LorafleetConfig(_Strict):
         server = self.server
         if server.auth.keys_file:
             server = server.model_copy(update={"auth": server.auth.model_copy(update={"keys_file": local_file(server.auth.keys_file)})})
-        if server.usage.ledger_path:
-            server = server.model_copy(update={"usage": server.usage.model_copy(update={"ledger_path": local_file(server.usage.ledger_path)})})
+        for name in ("ledger_path", "journal_dir"):
+            if getattr(server.usage, name):
+                usage = server.usage.model_copy(update={name: local_file(getattr(server.usage, name))})
+                server = server.model_copy(update={"usage": usage})
         return self.model_copy(
             update={
                 "model": self.model.model_copy(update={"source": resolve(self.model.source)}),

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from adapters.errors import LorafleetError
 
-__all__ = ["EngineDead", "InvalidRequest", "LorafleetError", "Overloaded", "PermissionDenied", "RateLimited", "Unauthenticated"]
+__all__ = ["EngineDead", "InvalidRequest", "LorafleetError", "Overloaded", "PermissionDenied", "RateLimited", "StoreUnavailable",
+           "Unauthenticated"]
 
 
 class InvalidRequest(LorafleetError):
@@ -23,6 +24,12 @@ class Overloaded(LorafleetError):
     def __init__(self, message: str, *, retry_after_s: int = 1):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class StoreUnavailable(Overloaded):
+    """A database the ingress depends on (the usage ledger's, the shared rate limits')
+    cannot be reached now: 503 with Retry-After, like any capacity the server lacks for
+    the moment. The message never carries the database's address or credentials."""
 
 
 class EngineDead(LorafleetError):

@@ -74,6 +74,30 @@ def s3_bucket(s3_server, request):
 
 
 @pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL on 127.0.0.1 for the session (tests/postgres_server.py): Debian's
+    binaries, a throwaway cluster. Missing PostgreSQL fails with how to install it."""
+    from tests.postgres_server import PostgresMissing, PostgresServer
+
+    try:
+        server = PostgresServer.start()
+    except PostgresMissing as err:
+        pytest.fail(str(err))
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server, request) -> str:
+    """A fresh, empty database on the session's server; its DSN."""
+    import re
+    import uuid
+
+    name = f"t_{re.sub('[^a-z0-9]', '_', request.node.name.lower())[:40]}_{uuid.uuid4().hex[:6]}"
+    return postgres_server.create_database(name)
+
+
+@pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     """The demo base's shape with random (untrained) weights: for factory tests that
     need a real base model in a second, not the pretrained demo."""

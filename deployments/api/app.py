@@ -48,10 +48,10 @@ def build_api(ctx: ApiContext) -> FastAPI:
     completions = Completions(ctx)
     registry = Registry(ctx.store, ctx.config.adapters, ctx.uploads, body_timeout_s=ctx.config.server.body_read_timeout_s)
 
-    def caller(request: Request) -> Principal:
+    async def caller(request: Request) -> Principal:
         """Authenticate and count one request against the key's rate (401, 429)."""
         principal = ctx.authenticate(request)
-        ctx.count_request(principal)
+        await ctx.count_request(principal)
         return principal
 
     # ------------------------------------------------------------------ errors, once
@@ -83,17 +83,17 @@ def build_api(ctx: ApiContext) -> FastAPI:
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> JSONResponse:
-        caller(request)
+        await caller(request)
         return JSONResponse(app.openapi())
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> Response:
-        caller(request)
+        await caller(request)
         return get_swagger_ui_html(openapi_url="/openapi.json", title="lorafleet")
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> Response:
-        caller(request)
+        await caller(request)
         return get_redoc_html(openapi_url="/openapi.json", title="lorafleet")
 
     # ------------------------------------------------------------------ the fleet
@@ -102,52 +102,52 @@ def build_api(ctx: ApiContext) -> FastAPI:
     async def fleet_replicas(request: Request) -> JSONResponse:
         """Every live engine replica's latest stats (residency per tier, queue, loads). Admins
         only when auth is on: it names every tenant's resident adapters."""
-        require_admin(caller(request), "GET /fleet/replicas")
+        require_admin(await caller(request), "GET /fleet/replicas")
         return JSONResponse({"replicas": await ctx.fleet.replicas()})
 
     @app.get("/fleet/placement")
     async def fleet_placement(request: Request) -> JSONResponse:
         """The placement controller's current desired placement (replica -> adapters per tier)."""
-        require_admin(caller(request), "GET /fleet/placement")
+        require_admin(await caller(request), "GET /fleet/placement")
         return JSONResponse(await ctx.fleet.placement())
 
     # ------------------------------------------------------------------ the registry
 
     @app.post("/v1/adapters")
     async def create_adapter(request: Request) -> JSONResponse:
-        return JSONResponse(await registry.create(request, caller(request)), status_code=201)
+        return JSONResponse(await registry.create(request, await caller(request)), status_code=201)
 
     @app.get("/v1/adapters")
     async def list_adapters(request: Request) -> JSONResponse:
-        return JSONResponse(await registry.list(caller(request)))
+        return JSONResponse(await registry.list(await caller(request)))
 
     @app.get("/v1/adapters/{model}/archive")
     async def adapter_archive(model: str, request: Request) -> Response:
-        return await registry.archive(model, caller(request))
+        return await registry.archive(model, await caller(request))
 
     @app.get("/v1/adapters/{model}")
     async def show_adapter(model: str, request: Request) -> JSONResponse:
-        return JSONResponse(await registry.show(model, caller(request)))
+        return JSONResponse(await registry.show(model, await caller(request)))
 
     @app.delete("/v1/adapters/{model}")
     async def delete_adapter(model: str, request: Request) -> JSONResponse:
-        return JSONResponse(await registry.delete(model, caller(request)))
+        return JSONResponse(await registry.delete(model, await caller(request)))
 
     # ------------------------------------------------------------------ models, usage
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> JSONResponse:
-        return JSONResponse(await asyncio.to_thread(ctx.catalog.listing, caller(request)))
+        return JSONResponse(await asyncio.to_thread(ctx.catalog.listing, await caller(request)))
 
     @app.get("/v1/models/{model:path}")
     async def get_model(model: str, request: Request) -> JSONResponse:
-        return JSONResponse(await asyncio.to_thread(ctx.catalog.describe, model, caller(request)))
+        return JSONResponse(await asyncio.to_thread(ctx.catalog.describe, model, await caller(request)))
 
     @app.get("/v1/usage")
     async def usage(request: Request) -> JSONResponse:
         """The usage ledger: admins all rows (filters key, tenant, adapter, start, end);
         a tenant its own rows and, per adapter it owns, other tenants' use in aggregate."""
-        principal = caller(request)
+        principal = await caller(request)
         if ctx.ledger is None:
             raise InvalidRequest("The usage ledger is off on this server (server.usage.enabled).")
         q = request.query_params

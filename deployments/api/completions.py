@@ -69,7 +69,7 @@ class Completions:
     async def _pipeline(self, request: Request, endpoint: Endpoint, observed: metrics.RequestObservation) -> Response:
         ctx = self.ctx
         principal = ctx.authenticate(request)
-        ctx.count_request(principal)
+        await ctx.count_request(principal)
         body = await self._read_body(request)
         check_request(body, endpoint, max_model_len=ctx.config.engine.max_model_len)
         adapter = await asyncio.to_thread(ctx.catalog.resolve, requested_model(body), principal)
@@ -112,7 +112,7 @@ class Completions:
             max_tokens=limits.max_tokens, max_n=limits.max_n, max_prompt_tokens=limits.max_prompt_tokens,
             max_model_len=ctx.config.engine.max_model_len, count_prompt=counter,
         )
-        reservation = ctx.reserve_tokens(principal, admission.max_tokens_reserved)
+        reservation = await ctx.reserve_tokens(principal, admission.max_tokens_reserved)
         return _Admitted(admission.body, reservation, admission.prompt_tokens)
 
     async def _open(self, call: EngineCall) -> tuple[object, dict[str, str]]:

@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from starlette.requests import Request
 
@@ -31,7 +30,8 @@ from deployments.tenancy.admission import AdmissionGate, LatencyBoundedGate, ing
 from deployments.tenancy.billing import Bill, PendingBills
 from deployments.tenancy.keys import KeyLimits, KeysFileWatcher, Principal, anonymous, bearer_token
 from deployments.tenancy.ledger import UsageLedger
-from deployments.tenancy.ratelimit import KeyRateLimiter, Reservation
+from deployments.tenancy.ratelimit import RateLimiter, Reservation
+from deployments.tenancy.stores import open_ledger, open_limiter
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class ApiContext:
     fleet: FleetClient
     keys: KeysFileWatcher | None
     default_limits: KeyLimits
-    limiter: KeyRateLimiter
+    limiter: RateLimiter  # in memory, or shared by the replicas (server.usage.backend: postgres)
     admission: LatencyBoundedGate
     readers: AdmissionGate  # request bodies being read at once
     uploads: AdmissionGate  # adapter uploads and imports being processed at once
@@ -64,17 +64,17 @@ class ApiContext:
             return anonymous(self.default_limits)
         return self.keys.authenticate(bearer_token(request.headers.get("authorization")))
 
-    def count_request(self, principal: Principal) -> None:
+    async def count_request(self, principal: Principal) -> None:
         """One request against the key's requests per second (429), on every route."""
         try:
-            self.limiter.admit(principal)
+            await self.limiter.admit(principal)
         except RateLimited as err:
             metrics.record_rate_limited(principal.tenant, err.kind)
             raise
 
-    def reserve_tokens(self, principal: Principal, tokens: int) -> Reservation | None:
+    async def reserve_tokens(self, principal: Principal, tokens: int) -> Reservation | None:
         try:
-            return self.limiter.reserve(principal, tokens)
+            return await self.limiter.reserve(principal, tokens)
         except RateLimited as err:
             metrics.record_rate_limited(principal.tenant, err.kind)
             raise
@@ -133,10 +133,11 @@ class ApiContext:
             self.admission.set_slots(engine_slots(self.config, replicas))
 
     def close(self) -> None:
-        """Shutdown: bill what still waits, write the ledger."""
+        """Shutdown: bill what still waits, write the ledger and the limiter's settlements."""
         self.pending_bills.flush()
         if self.ledger is not None:
             self.ledger.close()
+        self.limiter.close()
 
 
 def _record_billed(principal: Principal, adapter: str, usage) -> None:
@@ -146,20 +147,6 @@ def _record_billed(principal: Principal, adapter: str, usage) -> None:
 def engine_slots(config: LorafleetConfig, replicas: int) -> int:
     """Requests the engines run at once, this ingress replica's share."""
     return max(1, replicas * config.replica_max_ongoing_requests() // config.deployment.ingress_replicas)
-
-
-def ledger_path(config: LorafleetConfig, store: AdapterStore) -> str:
-    """server.usage.ledger_path, else next to a local store (on its volume, so it
-    survives restarts); an S3 store has no local volume: the node-local adapter
-    cache is used, which a restart on another node does not keep (logged)."""
-    if config.server.usage.ledger_path:
-        return config.server.usage.ledger_path
-    root = getattr(store, "root", None)
-    if root is not None:
-        return str(Path(root) / ".lorafleet" / "usage.sqlite")
-    logger.warning("usage ledger kept in the node-local cache %s: set server.usage.ledger_path to a durable volume",
-                   store.cache_dir)
-    return str(Path(store.cache_dir) / "usage.sqlite")
 
 
 def build_context(
@@ -177,10 +164,7 @@ def build_context(
     per_replica = config.replica_max_ongoing_requests()
     admitted = ingress_admission_limit(configured=d.ingress_max_ongoing_requests, num_replicas=d.num_replicas,
                                        max_ongoing_requests=per_replica, max_queued_requests=d.max_queued_requests)
-    ledger = None
-    if server.usage.enabled:
-        ledger = UsageLedger(ledger_path(config, store), flush_period_s=server.usage.flush_period_s,
-                             on_write_failure=metrics.record_ledger_write_failure)
+    ledger = open_ledger(config, store, on_write_failure=metrics.record_ledger_write_failure) if server.usage.enabled else None
     ctx = ApiContext(
         config=config,
         store=store,
@@ -189,7 +173,7 @@ def build_context(
         fleet=fleet,
         keys=KeysFileWatcher(server.auth.keys_file, limits) if server.auth.enabled else None,
         default_limits=limits,
-        limiter=KeyRateLimiter(shares=d.ingress_replicas, clock=clock),
+        limiter=open_limiter(config, clock=clock, on_store_state=metrics.record_rate_limit_store),
         admission=LatencyBoundedGate(
             hard_limit=admitted, slots=engine_slots(config, d.num_replicas), max_wait_s=server.max_queue_wait_s,
             cold_queue=max(1, d.max_queued_requests // d.ingress_replicas), clock=clock),

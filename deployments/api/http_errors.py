@@ -19,7 +19,8 @@ from adapters.errors import (
     PayloadTooLarge,
     QuotaExceeded,
 )
-from deployments.errors import EngineDead, InvalidRequest, Overloaded, PermissionDenied, RateLimited, RequestTimeout, Unauthenticated
+from deployments.errors import (EngineDead, InvalidRequest, Overloaded, PermissionDenied, RateLimited, RequestTimeout,
+                                StoreUnavailable, Unauthenticated)
 from deployments.engine.protocol import error_body
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ _ANSWERS: dict[type, tuple[int, str, str]] = {
     QuotaExceeded: (403, "invalid_request_error", "quota_exceeded"),
     RateLimited: (429, "requests", "rate_limit_exceeded"),
     Overloaded: (503, "server_error", "overloaded"),
+    StoreUnavailable: (503, "server_error", "store_unavailable"),
     AdapterLoadError: (500, "server_error", "adapter_load_failed"),
     EngineDead: (503, "server_error", "engine_unavailable"),
     LorafleetError: (500, "server_error", "internal_error"),

@@ -92,6 +92,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # interfaces unless the node's address is loopback: Ray's choice); a joined cluster
     # keeps the port its nodes were started with.
     joining = bool(os.environ.get("RAY_ADDRESS"))
+    usage = config.server.usage
+    if usage.enabled and usage.backend == "postgres" and not joining and not os.environ.get(usage.postgres_dsn_env, "").strip():
+        # A local cluster's workers inherit this environment: without the DSN no ingress could start.
+        print(f"lorafleet: server.usage.backend is postgres but the environment variable {usage.postgres_dsn_env} "
+              "(server.usage.postgres_dsn_env) is not set; export it with the database's DSN", file=sys.stderr)
+        return 2
     metrics_port = None if joining else config.server.metrics_port
     if metrics_port is not None and not _port_free("0.0.0.0", metrics_port):
         print(f"lorafleet: metrics port {metrics_port} is already in use; pick another with --metrics-port", file=sys.stderr)

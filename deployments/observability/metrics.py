@@ -204,6 +204,11 @@ USAGE_ESTIMATED = _counter(
 LEDGER_WRITE_FAILURES = _counter(
     "lorafleet_ledger_write_failures_total",
     "Failed writes of recorded usage to the ledger's database (the usage is kept and retried).")
+RATE_LIMIT_STORE_UP = _gauge(
+    "lorafleet_rate_limit_store_up_replicas",
+    "Per ingress replica, 1 while its shared rate-limit store (server.usage.backend: postgres) answers and per-key "
+    "limits are exact across replicas; 0 while it is down and server.limits.when_store_down applies (sum: replicas "
+    "with exact limits). Absent without a shared store.")
 # engine replicas: the vLLM plugin
 VLLM_PLUGIN_APPLIED = _gauge(
     "lorafleet_vllm_plugin_applied_replicas",
@@ -362,6 +367,10 @@ def record_estimated_usage(count: int = 1) -> None:
 
 def record_ledger_write_failure() -> None:
     metric(LEDGER_WRITE_FAILURES).inc(1)
+
+
+def record_rate_limit_store(up: bool) -> None:
+    metric(RATE_LIMIT_STORE_UP).set(1.0 if up else 0.0)
 
 
 def record_plugin_state(replica_id: str, state: dict) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from deployments.engine.protocol import FinalUsage
 from deployments.tenancy.keys import Principal
-from deployments.tenancy.ratelimit import KeyRateLimiter, Reservation
+from deployments.tenancy.ratelimit import RateLimiter, Reservation
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class Bill:
 
     def __init__(
         self,
-        limiter: KeyRateLimiter,
+        limiter: RateLimiter,
         ledger,
         principal: Principal,
         adapter: str,

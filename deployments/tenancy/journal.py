@@ -12,8 +12,15 @@ the same journal folder applies what it holds, unless the database already names
 as applied (the process died between the commit and the delete), so nothing is
 counted twice.
 
-What is not covered: a machine that loses power before the kernel wrote the journal
-to disk; the journal is fsynced at every flush, so that window is one flush period.
+While the database is unreachable the current journal keeps growing (one line, ~80
+bytes, per request) and is rotated only once the batch before it is committed.
+
+The folder must be on the node's own disk (a flock is only reliable there). What is not
+covered: a machine that loses power before the kernel wrote the journal to disk (the
+journal is fsynced at every flush, so that window is one flush period), and a node or
+pod whose disk is gone with it while usage was still unwritten (with PostgreSQL: what
+was recorded during a database outage, plus one flush period) - put the journal folder
+(server.usage.journal_dir) on a volume that outlives the pod to close that window.
 """
 
 from __future__ import annotations
@@ -67,6 +74,10 @@ class JournalFile:
 
     def sync(self) -> None:
         os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Let go of the file, keeping it: an orphan for the next ledger to apply."""
+        os.close(self._fd)
 
     def close_and_delete(self) -> None:
         try:

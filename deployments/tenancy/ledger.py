@@ -3,23 +3,33 @@
 Every completed request adds its engine-reported usage (the same numbers as the
 response's `usage`) with `record`: a dict update under a lock, and one append to a
 write-ahead journal (deployments.tenancy.journal). A background thread writes what
-accumulated every `flush_period_s` in one transaction, and `close` (the ingress's
-shutdown) writes the rest. A SIGKILLed process loses nothing: its journal is applied
-by the next ledger that opens the same file (a restarted or sibling ingress replica),
-exactly once. Queries flush first, so what `GET /v1/usage` answers is exact.
+accumulated every `flush_period_s`, and `close` (the ingress's shutdown) writes the
+rest. Queries flush first, so what `GET /v1/usage` answers is exact for this replica's
+requests (another replica's are at most one of its flush periods behind).
 
-SQLite in WAL mode, one row per (minute, key, tenant, adapter): small (a busy key on
-one adapter adds ~1,440 rows a day) and filterable by time to the minute. Several
-processes on one node may share the file (SQLite locks it); a file on a network
-volume shared across nodes is not safe for SQLite, so with ingress replicas on
-several nodes give each its own file (and sum them) or move to a server database.
+Exactly once, whatever fails. A flush turns the current journal and its counts into a
+*batch* and hands it to the backend (deployments.tenancy.ledger_store), which commits
+the rows together with the journal's name, or nothing if the name is already there.
+So a batch is never counted twice, even when the database committed but the answer
+was lost; and a batch is never lost: until the commit is known, its journal stays on
+disk and the batch stays in memory (the "batch in doubt"), retried every period.
+While the database is down, requests keep being served and recorded: new usage goes
+on accumulating in the current journal and in memory (one file, one dict; nothing is
+rotated until the batch in doubt is written), and everything is written when the
+database returns. A SIGKILLed process loses nothing either: its journal files are
+applied by the next ledger that opens the same journal folder (a restarted or sibling
+ingress replica on the node), by name, so exactly once.
+
+Backends: SQLite (embedded, one node: `UsageLedger(path)`) and PostgreSQL (every
+ingress replica on every node: `UsageLedger(store=PostgresLedgerStore(dsn),
+journal_dir=...)`). Rows are per (minute, key, tenant, adapter): small (a busy key on
+one adapter adds ~1,440 rows a day) and filterable by time to the minute.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -27,35 +37,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from deployments.tenancy.journal import Entry, JournalFile, claim_orphans, read_entries
+from deployments.tenancy.ledger_sqlite import SqliteLedgerStore
+from deployments.tenancy.ledger_store import BUCKET_S, LedgerStore, LedgerUnavailable, adapter_totals_query, rows_query
 
 logger = logging.getLogger(__name__)
 
-BUCKET_S = 60
+__all__ = ["AdapterTotal", "BUCKET_S", "LedgerUnavailable", "UsageLedger", "UsageRow"]
+
 ORPHAN_SCAN_PERIODS = 20  # flush periods between looks for journals of processes that died
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS usage (
-    minute INTEGER NOT NULL,
-    key_id TEXT NOT NULL,
-    tenant TEXT NOT NULL,
-    adapter TEXT NOT NULL,
-    requests INTEGER NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    PRIMARY KEY (minute, key_id, tenant, adapter)
-)
-"""
-_APPLIED = """
-CREATE TABLE IF NOT EXISTS applied_journals (name TEXT PRIMARY KEY)
-"""
-_UPSERT = """
-INSERT INTO usage (minute, key_id, tenant, adapter, requests, prompt_tokens, completion_tokens)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (minute, key_id, tenant, adapter) DO UPDATE SET
-    requests = requests + excluded.requests,
-    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-    completion_tokens = completion_tokens + excluded.completion_tokens
-"""
+Key = tuple[int, str, str, str]  # minute, key_id, tenant, adapter
 
 
 class _Totals:
@@ -85,26 +76,61 @@ class AdapterTotal(_Totals):
     completion_tokens: int
 
 
+@dataclass
+class _Batch:
+    """One journal file and exactly the counts it holds."""
+
+    journal: JournalFile
+    counts: dict[Key, list[int]]
+
+    def rows(self) -> list[tuple]:
+        return [(*key, *counts) for key, counts in self.counts.items()]
+
+
+def _add(totals: dict[Key, list[int]], key: Key, prompt_tokens: int, completion_tokens: int, requests: int = 1) -> None:
+    counts = totals.setdefault(key, [0, 0, 0])
+    counts[0] += requests
+    counts[1] += prompt_tokens
+    counts[2] += completion_tokens
+
+
 class UsageLedger:
-    def __init__(self, path: str | Path, *, flush_period_s: float = 0.5, clock: Callable[[], float] = time.time,
-                 background: bool = True, on_write_failure: Callable[[], None] | None = None):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        store: LedgerStore | None = None,
+        journal_dir: str | Path | None = None,
+        flush_period_s: float = 0.5,
+        clock: Callable[[], float] = time.time,
+        background: bool = True,
+        on_write_failure: Callable[[], None] | None = None,
+    ):
+        """`UsageLedger(path)`: SQLite at `path`, its journal in `<path>.journal/`.
+        `UsageLedger(store=..., journal_dir=...)`: any backend; the journal folder must be
+        on the node's own disk (every ingress replica of the node may share it)."""
+        if store is None:
+            if path is None:
+                raise TypeError("UsageLedger needs an SQLite path or a store")
+            path = Path(path)
+            store = SqliteLedgerStore(path)
+            journal_dir = journal_dir or path.with_name(path.name + ".journal")
+        if journal_dir is None:
+            raise TypeError("UsageLedger(store=...) needs journal_dir")
+        self.store = store
+        self.journal_dir = Path(journal_dir)
         self._clock = clock
         self._on_write_failure = on_write_failure
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.execute(_SCHEMA)
-        self._db.execute(_APPLIED)
-        self._db_lock = threading.Lock()
-        self._pending: dict[tuple[int, str, str, str], list[int]] = {}
+        self._pending: dict[Key, list[int]] = {}  # exactly what the current journal holds
         self._pending_lock = threading.Lock()
-        self.journal_dir = self.path.with_name(self.path.name + ".journal")
+        self._flush_lock = threading.Lock()  # one flush at a time (the writer thread, a query)
         self._journal = JournalFile.create(self.journal_dir)
-        self._unapplied: list[JournalFile] = []  # rotated out, their counts not yet committed
-        self.replayed = self.replay_orphans()
+        self._in_doubt: _Batch | None = None  # handed to the store, commit not confirmed yet
+        self._unforgotten: list[str] = []  # applied journal names whose forget failed
+        self.replayed = 0  # requests recovered from dead processes' journals
+        self.healthy = True  # the last write reached the database
+        self._replay_due = False
+        self._try_replay()
         self._stop = threading.Event()
         self._period = flush_period_s
         self._thread = None
@@ -113,84 +139,86 @@ class UsageLedger:
             self._thread.start()
 
     def record(self, key_id: str, tenant: str, adapter: str, prompt_tokens: int, completion_tokens: int) -> None:
-        """Count one completed request (cheap: no I/O)."""
+        """Count one completed request (cheap: one append to the journal, no database)."""
         minute = int(self._clock()) // BUCKET_S * BUCKET_S
         with self._pending_lock:
             self._journal.append(Entry(minute, key_id, tenant, adapter, prompt_tokens, completion_tokens))
-            counts = self._pending.setdefault((minute, key_id, tenant, adapter), [0, 0, 0])
-            counts[0] += 1
-            counts[1] += prompt_tokens
-            counts[2] += completion_tokens
+            _add(self._pending, (minute, key_id, tenant, adapter), prompt_tokens, completion_tokens)
 
     def flush(self) -> None:
+        """Write everything recorded so far; raises LedgerUnavailable (keeping it all for
+        the next try) if the database cannot take it."""
+        with self._flush_lock:
+            # Twice at most: the batch in doubt from an earlier failure, then what was
+            # recorded since; nothing recorded before this call is left behind.
+            for _ in range(2):
+                batch = self._batch_to_write()
+                if batch is None:
+                    break
+                batch.journal.sync()  # outside the pending lock: requests keep recording meanwhile
+                try:
+                    self.store.apply(batch.journal.name, batch.rows())
+                except LedgerUnavailable:
+                    self.healthy = False
+                    raise
+                self.healthy = True
+                with self._pending_lock:
+                    self._in_doubt = None
+                batch.journal.close_and_delete()
+                self._forget([batch.journal.name])
+
+    def _batch_to_write(self) -> _Batch | None:
+        """The batch in doubt, else the current journal's counts (rotated to a fresh journal)."""
         with self._pending_lock:
-            pending, self._pending = self._pending, {}
-            if not pending and not self._unapplied:
-                return
-            # A fresh journal for what comes next; the old one holds exactly `pending`.
-            rotated = self._journal
-            self._unapplied.append(rotated)
-            self._journal = JournalFile.create(self.journal_dir)
-            journals = list(self._unapplied)
-        rotated.sync()  # outside the lock: requests keep recording meanwhile
-        rows = [(*key, *counts) for key, counts in pending.items()]
+            if self._in_doubt is None and self._pending:
+                self._in_doubt = _Batch(self._journal, self._pending)
+                self._journal = JournalFile.create(self.journal_dir)
+                self._pending = {}
+            return self._in_doubt
+
+    def _forget(self, names: list[str]) -> None:
+        """The journals are deleted: their names no longer need to block a replay. A
+        failure only leaves a name behind (retried later); it never fails the flush."""
+        names = self._unforgotten + names
         try:
-            self._commit(rows, [j.name for j in journals])
-        except sqlite3.Error:
-            with self._pending_lock:  # keep the counts (and their journals) for the next try
-                for key, counts in pending.items():
-                    mine = self._pending.setdefault(key, [0, 0, 0])
-                    for i in range(3):
-                        mine[i] += counts[i]
-            raise
-        with self._pending_lock:
-            self._unapplied = [j for j in self._unapplied if j not in journals]
-        for journal in journals:
-            journal.close_and_delete()
-        self._forget_applied([j.name for j in journals])
-
-    def _commit(self, rows: list[tuple], journal_names: list[str]) -> None:
-        """The rows and the names of the journals they came from, in one transaction."""
-        with self._db_lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(_UPSERT, rows)
-                self._db.executemany("INSERT OR IGNORE INTO applied_journals (name) VALUES (?)", [(n,) for n in journal_names])
-                self._db.execute("COMMIT")
-            except sqlite3.Error:
-                self._db.execute("ROLLBACK") if self._db.in_transaction else None
-                raise
-
-    def _forget_applied(self, names: list[str]) -> None:
-        """The journals are deleted: their names are no longer needed to prevent a replay."""
-        with self._db_lock:
-            self._db.executemany("DELETE FROM applied_journals WHERE name = ?", [(n,) for n in names])
+            self.store.forget(names)
+            self._unforgotten = []
+        except LedgerUnavailable:
+            self._unforgotten = names
 
     def replay_orphans(self) -> int:
         """Apply the journals of ledgers whose process died (exactly once); returns the
-        number of requests recovered."""
+        number of requests recovered. Raises LedgerUnavailable, leaving the rest for later."""
         recovered = 0
-        for path, fd in claim_orphans(self.journal_dir):
-            try:
-                with self._db_lock:
-                    applied = self._db.execute("SELECT 1 FROM applied_journals WHERE name = ?", (path.name,)).fetchone()
-                if not applied:
-                    entries = read_entries(path)
-                    totals: dict[tuple, list[int]] = {}
-                    for e in entries:
-                        counts = totals.setdefault(e.key(), [0, 0, 0])
-                        counts[0] += 1
-                        counts[1] += e.prompt_tokens
-                        counts[2] += e.completion_tokens
-                    self._commit([(*k, *c) for k, c in totals.items()], [path.name])
+        claimed = claim_orphans(self.journal_dir)
+        try:
+            while claimed:
+                path, fd = claimed[0]
+                entries = read_entries(path)
+                totals: dict[Key, list[int]] = {}
+                for e in entries:
+                    _add(totals, e.key(), e.prompt_tokens, e.completion_tokens)
+                if entries and self.store.apply(path.name, [(*k, *c) for k, c in totals.items()]):
                     recovered += len(entries)
                     logger.warning("usage ledger: applied %d request(s) from the journal of a process that died (%s)",
                                    len(entries), path.name)
                 path.unlink(missing_ok=True)
-                self._forget_applied([path.name])
-            finally:
+                claimed.pop(0)
                 os.close(fd)
+                self._forget([path.name])
+        finally:
+            for _, fd in claimed:
+                os.close(fd)  # not applied: the next scan claims them again
+            self.replayed += recovered
         return recovered
+
+    def _try_replay(self) -> None:
+        try:
+            self.replay_orphans()
+            self._replay_due = False
+        except LedgerUnavailable as err:
+            self._replay_due = True
+            logger.error("usage ledger: cannot apply dead processes' journals yet (%s); retrying", err)
 
     def _run(self) -> None:
         periods = 0
@@ -198,25 +226,37 @@ class UsageLedger:
             periods += 1
             try:
                 self.flush()
-                if periods % ORPHAN_SCAN_PERIODS == 0:  # a sibling process that died (no restart here)
-                    self.replay_orphans()
-            except sqlite3.Error as err:
-                logger.error("usage ledger write failed, retrying next period: %s", err)
+            except LedgerUnavailable as err:
+                logger.error("usage ledger write failed, usage kept and retried next period: %s", err)
                 if self._on_write_failure is not None:
                     self._on_write_failure()
+                continue
+            if self._replay_due or periods % ORPHAN_SCAN_PERIODS == 0:  # a sibling process that died
+                self._try_replay()
 
     def close(self) -> None:
-        """Stop the writer and write everything recorded so far."""
+        """Stop the writer and write everything recorded so far. If the database cannot
+        take it, the journals stay on disk for the next ledger on this node to apply."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         try:
             self.flush()
-        finally:
+        except LedgerUnavailable as err:
+            logger.error("usage ledger: closing with unwritten usage (%s); its journal stays in %s for the next "
+                         "ledger on this node", err, self.journal_dir)
             with self._pending_lock:
-                self._journal.close_and_delete()  # empty: everything recorded was just committed
-            with self._db_lock:
-                self._db.close()
+                if self._in_doubt is not None:
+                    self._in_doubt.journal.close()
+                self._journal.close()
+        else:
+            with self._pending_lock:
+                if self._pending:  # recorded while the last flush ran: left for the next ledger
+                    self._journal.close()
+                else:
+                    self._journal.close_and_delete()
+        finally:
+            self.store.close()
 
     def rows(
         self,
@@ -229,12 +269,10 @@ class UsageLedger:
     ) -> list[UsageRow]:
         """Usage per (key, tenant, adapter), summed over [start, end) in unix seconds, to
         the minute: the minute holding `start` counts, minutes from `end` on do not."""
-        where, args = _filters(key_id=key_id, tenant=tenant, adapter=adapter, start=start, end=end)
-        sql = (
-            "SELECT key_id, tenant, adapter, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens) FROM usage"
-            f"{where} GROUP BY key_id, tenant, adapter ORDER BY tenant, key_id, adapter"
-        )
-        return [UsageRow(*r) for r in self._query(sql, args)]
+        self.flush()
+        sql, args = rows_query(self.store.table, self.store.mark, key_id=key_id, tenant=tenant, adapter=adapter,
+                               start=start, end=end)
+        return [UsageRow(*r) for r in self.store.select(sql, args)]
 
     def adapter_totals(
         self, adapters: Iterable[str], *, exclude_tenant: str, start: float | None = None, end: float | None = None
@@ -243,30 +281,7 @@ class UsageLedger:
         names = sorted(set(adapters))
         if not names:
             return []
-        where, args = _filters(start=start, end=end)
-        where += (" AND " if where else " WHERE ") + f"tenant != ? AND adapter IN ({','.join('?' * len(names))})"
-        sql = (
-            "SELECT adapter, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens) FROM usage"
-            f"{where} GROUP BY adapter ORDER BY adapter"
-        )
-        return [AdapterTotal(*r) for r in self._query(sql, [*args, exclude_tenant, *names])]
-
-    def _query(self, sql: str, args: list) -> list[tuple]:
         self.flush()
-        with self._db_lock:
-            return self._db.execute(sql, args).fetchall()
-
-
-def _filters(**given) -> tuple[str, list]:
-    clauses, args = [], []
-    for column in ("key_id", "tenant", "adapter"):
-        if given.get(column) is not None:
-            clauses.append(f"{column} = ?")
-            args.append(given[column])
-    if given.get("start") is not None:
-        clauses.append("minute >= ?")
-        args.append(int(given["start"]) // BUCKET_S * BUCKET_S)
-    if given.get("end") is not None:
-        clauses.append("minute < ?")
-        args.append(given["end"])
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+        sql, args = adapter_totals_query(self.store.table, self.store.mark, names, exclude_tenant=exclude_tenant,
+                                         start=start, end=end)
+        return [AdapterTotal(*r) for r in self.store.select(sql, args)]

@@ -24,6 +24,10 @@ import yaml
 from tests.conftest import REPO, TEST_ASSETS
 
 FAKE_ENGINE = "tests.fast.fake_engine:FakeEngine"
+# The PostgreSQL DSN of tests/fast/test_postgres_ingress.py's application, handed to every
+# Ray worker the way a Secret reaches them on Kubernetes: as an environment variable.
+POSTGRES_DSN_ENV = "LORAFLEET_FAST_USAGE_DSN"
+POSTGRES_DATABASE = "fast_usage"
 TENANTS = ("acme", "beta")
 NUM_REPLICAS = 2
 
@@ -78,7 +82,7 @@ def fast_config(store: Path, base: Path, work: Path, keys_file: Path, port: int,
 
 
 @pytest.fixture(scope="package")  # down before the next tier starts its own fleets
-def fast_fleet(demo_assets) -> FastFleet:
+def fast_fleet(demo_assets, postgres_server) -> FastFleet:
     import ray
     from ray import serve
 
@@ -100,7 +104,8 @@ def fast_fleet(demo_assets) -> FastFleet:
     config = parse_config(fast_config(store, demo_assets / "base", work, keys_file, port))
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING",
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}})
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0",
+                                       POSTGRES_DSN_ENV: postgres_server.dsn(POSTGRES_DATABASE)}})
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_graph(config, engine_factory=FAKE_ENGINE), name=APP_NAME, route_prefix="/", blocking=False)

@@ -20,19 +20,6 @@ from deployments.config import ConfigError, LorafleetConfig, parse_config
 
 IMPORT_PATH = "deployments.app:build_app"
 
-# The PostgreSQL usage ledger (issue 16, item 1) is the product's to add: the chart already
-# renders the two config fields the product is to read, `server.usage.backend: postgres` and
-# `server.usage.postgres_dsn_env`. Until deployments/config.py has them, the value sets that
-# select PostgreSQL fail the product's schema: those cases are strict xfails, so they turn
-# into failures (remove the mark) the day the fields land. Everything else in those value
-# sets is checked now by test_postgres_ledger_args_pass_the_project_schema_apart_from_the_new_fields.
-PENDING_LEDGER_FIELDS = ("backend", "postgres_dsn_env")
-PENDING = pytest.mark.xfail(strict=True, raises=ConfigError,
-                            reason="deployments/config.py lacks server.usage.backend / postgres_dsn_env (issue 16 item 1)")
-PRODUCT_VALUE_SETS = [pytest.param(values, id=name, marks=[PENDING] if selects_postgres(values) else [])
-                      for name, values in VALUE_SETS.items()]
-
-
 def test_serve_config_names_the_one_application_builder(render, value_set):
     _, values = value_set
     (app,) = render(values).serve_config["applications"]
@@ -42,7 +29,7 @@ def test_serve_config_names_the_one_application_builder(render, value_set):
     assert import_attr(IMPORT_PATH) is build_app
 
 
-@pytest.mark.parametrize("values", PRODUCT_VALUE_SETS)
+@pytest.mark.parametrize("values", list(VALUE_SETS.values()), ids=list(VALUE_SETS))
 def test_serve_config_args_pass_the_project_config_schema(values):
     (app,) = render_chart(values).serve_config["applications"]
     config = parse_config(app["args"])
@@ -51,11 +38,10 @@ def test_serve_config_args_pass_the_project_config_schema(values):
 
 
 @pytest.mark.parametrize("name", [n for n, v in VALUE_SETS.items() if selects_postgres(v)])
-def test_postgres_ledger_args_pass_the_project_schema_apart_from_the_new_fields(name):
+def test_a_postgres_ledger_reads_its_dsn_from_the_environment_the_chart_fills(name):
     (app,) = render_chart(VALUE_SETS[name]).serve_config["applications"]
-    usage = app["args"]["server"]["usage"]
-    assert all(usage.pop(field) for field in PENDING_LEDGER_FIELDS)
-    assert parse_config(app["args"]).server.usage.enabled
+    usage = parse_config(app["args"]).server.usage
+    assert usage.backend == "postgres" and usage.postgres_dsn_env == "LORAFLEET_USAGE_POSTGRES_DSN"
 
 
 def test_serve_config_args_are_the_lorafleet_values_verbatim(render):
@@ -84,7 +70,7 @@ def test_http_options_follow_the_lorafleet_server_section(render):
     assert config["http_options"] == {"host": "0.0.0.0", "port": 9000, "request_timeout_s": 120}
 
 
-@pytest.mark.parametrize("values", PRODUCT_VALUE_SETS)
+@pytest.mark.parametrize("values", list(VALUE_SETS.values()), ids=list(VALUE_SETS))
 def test_the_named_application_builds_without_starting_ray(values, no_ray_auto_connect):
     (app,) = render_chart(values).serve_config["applications"]
     application = import_attr(app["import_path"])(app["args"])

@@ -62,7 +62,7 @@ def test_sqlite_renders_for_one_ingress_replica_on_the_adapter_volume():
     rendered = render_chart()
     (app,) = rendered.serve_config["applications"]
     assert app["args"]["deployment"]["ingress_replicas"] == 1
-    assert "backend" not in app["args"]["server"]["usage"]  # the product's default (SQLite)
+    assert app["args"]["server"]["usage"]["backend"] == "sqlite"
     assert "Usage ledger: SQLite at /mnt/adapters/.lorafleet/usage.sqlite" in rendered.notes
 
 

@@ -4,6 +4,8 @@ the ingress saw. Clock injected: no sleeping."""
 
 from __future__ import annotations
 
+import asyncio
+
 from deployments.engine.protocol import FinalUsage
 from deployments.tenancy.billing import Bill, PendingBills
 from deployments.tenancy.keys import Principal
@@ -29,7 +31,7 @@ class Clock:
 def _bill(ledger, limiter=None, clock=None, tokens_per_minute=1000, reserve=500):
     limiter = limiter or KeyRateLimiter(clock=clock or Clock())
     principal = Principal("k1", "acme", "tenant", tokens_per_minute=tokens_per_minute)
-    return Bill(limiter, ledger, principal, "poet", limiter.reserve(principal, reserve)), limiter
+    return Bill(limiter, ledger, principal, "poet", asyncio.run(limiter.reserve(principal, reserve))), limiter
 
 
 def _budget(limiter):

@@ -50,86 +50,86 @@ def test_retry_after_rounds_up_to_whole_seconds(wait, header):
     assert retry_after(wait) == header
 
 
-def test_requests_per_second_with_retry_after():
+async def test_requests_per_second_with_retry_after():
     clock = Clock()
     limiter = KeyRateLimiter(clock=clock)
     key = Principal("k", "acme", "tenant", requests_per_second=2)
-    limiter.admit(key)
-    limiter.admit(key)  # burst of max(1, rate) = 2
+    await limiter.admit(key)
+    await limiter.admit(key)  # burst of max(1, rate) = 2
     with pytest.raises(RateLimited) as err:
-        limiter.admit(key)
+        await limiter.admit(key)
     assert err.value.retry_after_s == 1 and err.value.kind == "requests"
     clock.now += 0.5
-    limiter.admit(key)
+    await limiter.admit(key)
 
 
-def test_slow_rates_give_long_accurate_retry_after():
+async def test_slow_rates_give_long_accurate_retry_after():
     clock = Clock()
     limiter = KeyRateLimiter(clock=clock)
     key = Principal("k", "acme", "tenant", requests_per_second=0.1)  # one every 10 s
-    limiter.admit(key)
+    await limiter.admit(key)
     clock.now += 2.5
     with pytest.raises(RateLimited) as err:
-        limiter.admit(key)
+        await limiter.admit(key)
     assert err.value.retry_after_s == 8  # 7.5 s left, rounded up
     clock.now += 7.5
-    limiter.admit(key)
+    await limiter.admit(key)
 
 
-def test_keys_have_separate_buckets_and_unlimited_keys_pass():
+async def test_keys_have_separate_buckets_and_unlimited_keys_pass():
     limiter = KeyRateLimiter(clock=Clock())
     a = Principal("a", "acme", "tenant", requests_per_second=1)
     b = Principal("b", "acme", "tenant", requests_per_second=1)
-    limiter.admit(a)
-    limiter.admit(b)
+    await limiter.admit(a)
+    await limiter.admit(b)
     with pytest.raises(RateLimited):
-        limiter.admit(a)
+        await limiter.admit(a)
     free = Principal("f", "acme", "tenant")
     for _ in range(1000):
-        limiter.admit(free)
-    assert limiter.reserve(free, 10**9) is None
+        await limiter.admit(free)
+    assert await limiter.reserve(free, 10**9) is None
 
 
-def test_tokens_per_minute_reserve_and_settle():
+async def test_tokens_per_minute_reserve_and_settle():
     clock = Clock()
     limiter = KeyRateLimiter(clock=clock)
     key = Principal("k", "acme", "tenant", tokens_per_minute=600)  # 10 tokens/s
-    first = limiter.reserve(key, 500)
+    first = await limiter.reserve(key, 500)
     with pytest.raises(RateLimited) as err:
-        limiter.reserve(key, 200)
+        await limiter.reserve(key, 200)
     assert err.value.kind == "tokens" and err.value.retry_after_s == 10  # 100 missing at 10/s
     limiter.settle(first, 120)  # used 120 of 500: 380 back
     limiter.settle(first, 0)  # settling twice changes nothing
-    second = limiter.reserve(key, 200)
+    second = await limiter.reserve(key, 200)
     assert second is not None
     with pytest.raises(RateLimited) as err:
-        limiter.reserve(key, 400)
+        await limiter.reserve(key, 400)
     assert err.value.retry_after_s == 12  # level 280, 120 missing at 10/s
 
 
-def test_a_request_larger_than_a_minute_of_budget_is_a_400_not_a_429():
+async def test_a_request_larger_than_a_minute_of_budget_is_a_400_not_a_429():
     limiter = KeyRateLimiter(clock=Clock())
     with pytest.raises(InvalidRequest, match="1000 tokens per minute") as err:
-        limiter.reserve(Principal("k", "acme", "tenant", tokens_per_minute=1000), 1001)
+        await limiter.reserve(Principal("k", "acme", "tenant", tokens_per_minute=1000), 1001)
     assert err.value.param == "max_tokens"
 
 
-def test_limits_are_shared_across_ingress_replicas():
+async def test_limits_are_shared_across_ingress_replicas():
     clock = Clock()
     limiter = KeyRateLimiter(shares=2, clock=clock)
     key = Principal("k", "acme", "tenant", requests_per_second=4, tokens_per_minute=1200)
-    limiter.admit(key)
-    limiter.admit(key)
+    await limiter.admit(key)
+    await limiter.admit(key)
     with pytest.raises(RateLimited):
-        limiter.admit(key)  # this replica's half: 2/s
+        await limiter.admit(key)  # this replica's half: 2/s
     with pytest.raises(InvalidRequest):
-        limiter.reserve(key, 601)
+        await limiter.reserve(key, 601)
 
 
-def test_changed_limits_take_effect():
+async def test_changed_limits_take_effect():
     clock = Clock()
     limiter = KeyRateLimiter(clock=clock)
-    limiter.admit(Principal("k", "acme", "tenant", requests_per_second=1))
+    await limiter.admit(Principal("k", "acme", "tenant", requests_per_second=1))
     with pytest.raises(RateLimited):
-        limiter.admit(Principal("k", "acme", "tenant", requests_per_second=1))
-    limiter.admit(Principal("k", "acme", "tenant", requests_per_second=5))  # keys file raised it
+        await limiter.admit(Principal("k", "acme", "tenant", requests_per_second=1))
+    await limiter.admit(Principal("k", "acme", "tenant", requests_per_second=5))  # keys file raised it

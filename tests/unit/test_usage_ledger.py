@@ -192,3 +192,85 @@ def test_a_live_ledgers_journal_is_not_taken_by_another(tmp_path):
     first.close()
     assert second.rows()[0].requests == 1
     second.close()
+
+
+# ---- a database that fails: batches in doubt, retried by name --------------------------------
+
+class _Flaky:
+    """A real SQLite store that fails on command: `down` refuses every write; `lose_next`
+    commits the next batch but reports a failure (the answer lost with the connection)."""
+
+    def __init__(self, path):
+        from deployments.tenancy.ledger_sqlite import SqliteLedgerStore
+
+        self._store = SqliteLedgerStore(path)
+        self.down = False
+        self.lose_next = False
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def apply(self, journal, rows):
+        from deployments.tenancy.ledger_store import LedgerUnavailable
+
+        if self.down:
+            raise LedgerUnavailable("database unreachable")
+        applied = self._store.apply(journal, rows)
+        if self.lose_next:
+            self.lose_next = False
+            raise LedgerUnavailable("connection lost after COMMIT")
+        return applied
+
+
+def _sums(ledger):
+    [row] = ledger.rows()
+    return row.requests, row.prompt_tokens, row.completion_tokens
+
+
+def test_a_batch_committed_whose_answer_was_lost_is_not_counted_again(tmp_path, clock):
+    """Before batches were applied by name, the failed batch's counts went back into the
+    pending counts and were committed a second time."""
+    from deployments.tenancy.ledger_store import LedgerUnavailable
+
+    store = _Flaky(tmp_path / "u.sqlite")
+    ledger = UsageLedger(store=store, journal_dir=tmp_path / "j", clock=clock, background=False)
+    ledger.record("k1", "acme", "poet", 1, 1)
+    store.lose_next = True
+    with pytest.raises(LedgerUnavailable):
+        ledger.flush()
+    ledger.record("k1", "acme", "poet", 1, 1)
+    assert _sums(ledger) == (2, 2, 2)
+    ledger.close()
+
+
+def test_while_the_store_is_down_usage_accumulates_in_one_journal_and_is_written_once_when_it_returns(tmp_path, clock):
+    from deployments.tenancy.ledger_store import LedgerUnavailable
+
+    store = _Flaky(tmp_path / "u.sqlite")
+    ledger = UsageLedger(store=store, journal_dir=tmp_path / "j", clock=clock, background=False)
+    store.down = True
+    for period in range(5):
+        for _ in range(10):
+            ledger.record("k1", "acme", "poet", 2, 3)
+        with pytest.raises(LedgerUnavailable):
+            ledger.flush()
+        assert not ledger.healthy
+    assert len(list((tmp_path / "j").iterdir())) == 2  # the batch in doubt and the growing current journal
+    store.down = False
+    assert _sums(ledger) == (50, 100, 150)
+    assert ledger.healthy
+    ledger.close()
+    assert not list((tmp_path / "j").iterdir())
+
+
+def test_closing_while_the_store_is_down_leaves_the_journals_for_the_next_ledger(tmp_path, clock):
+    store = _Flaky(tmp_path / "u.sqlite")
+    ledger = UsageLedger(store=store, journal_dir=tmp_path / "j", clock=clock, background=False)
+    store.down = True
+    for _ in range(4):
+        ledger.record("k1", "acme", "poet", 1, 0)
+    ledger.close()  # logs the failure; nothing deleted
+    store.down = False
+    reopened = UsageLedger(store=_Flaky(tmp_path / "u.sqlite"), journal_dir=tmp_path / "j", clock=clock, background=False)
+    assert reopened.replayed == 4 and _sums(reopened) == (4, 4, 0)
+    reopened.close()

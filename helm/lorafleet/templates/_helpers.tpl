@@ -293,11 +293,9 @@ validated by deployments.config in build_app; the chart sets only what its own v
 {{- $_ := set $auth "keys_file" (printf "%s/%s" (trimSuffix "/" .Values.auth.mountPath) .Values.auth.keysFileKey) }}
 {{- end }}
 {{- $_ := set $lf.server "auth" $auth }}
-{{- /* The PostgreSQL ledger: the product reads the DSN from the environment variable named here. */}}
-{{- if eq .Values.usageLedger.backend "postgres" }}
-{{- $_ := set $lf.server.usage "backend" "postgres" }}
+{{- /* The ledger's backend follows `usageLedger`; with PostgreSQL the product reads the DSN from the environment variable named here. */}}
+{{- $_ := set $lf.server.usage "backend" .Values.usageLedger.backend }}
 {{- $_ := set $lf.server.usage "postgres_dsn_env" .Values.usageLedger.postgres.dsnEnv }}
-{{- end }}
 {{- $as := .Values.autoscaling.engineReplicas -}}
 {{- $drain := .Values.drain -}}
 http_options:
