@@ -57,7 +57,8 @@ class VLLMServer:
         parsed = parse_config(config)
         port = config["server"]["port"]
         self.base_url = f"http://127.0.0.1:{port}"
-        args = vllm_cli_args(parsed) + ["--host", "127.0.0.1", "--port", str(port),
+        model, *flags = vllm_cli_args(parsed)  # `vllm serve MODEL`; the api_server module takes --model
+        args = ["--model", model, *flags, "--host", "127.0.0.1", "--port", str(port),
                                         "--lora-modules", *[f"{a}={adapter_dir / a}" for a in adapters]]
         env = {**os.environ, **engine_environment(parsed)}
         self.log_path = log_path
