@@ -69,6 +69,12 @@ class EngineConfig(_Strict):
     )
     max_model_len: PositiveInt = Field(default=512, description="Longest prompt + completion in tokens.")
     max_num_seqs: PositiveInt = Field(default=64, description="Sequences the engine batches at once.")
+    stream_interval: PositiveInt = Field(
+        default=4,
+        description="A streamed response's tokens are sent every this many tokens (vLLM --stream-interval); the "
+        "first token always goes at once. Every streamed message crosses two Ray hops here (replica -> ingress -> "
+        "HTTP proxy), so 1 (one message per token) spends a large share of a busy machine on transport.",
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="float32", description="Weights and activations dtype. float32 on CPU keeps outputs comparable to a reference."
     )

@@ -51,6 +51,7 @@ def vllm_cli_args(config: LorafleetConfig) -> list[str]:
         "--lora-target-modules", *e.lora_target_modules,
         "--max-model-len", str(e.max_model_len),
         "--max-num-seqs", str(e.max_num_seqs),
+        "--stream-interval", str(e.stream_interval),
         "--dtype", e.dtype,
         "--seed", str(e.seed),
     ]

@@ -49,7 +49,9 @@ def test_completion_and_chat_for_base_and_adapters(client, fleet, model):
 @pytest.mark.parametrize("model", ["BASE", *ADAPTERS[1:4]])
 def test_streaming_matches_non_streaming(client, fleet, model):
     model = fleet.base_model if model == "BASE" else model
-    kwargs = dict(model=model, prompt="The fleet", max_tokens=10, temperature=0)
+    # ignore_eos: exactly 10 tokens whatever the tiny model says, so the stream has several
+    # chunks (the first token alone, then every engine.stream_interval tokens).
+    kwargs = dict(model=model, prompt="The fleet", max_tokens=10, temperature=0, extra_body={"ignore_eos": True})
     whole = client.completions.create(**kwargs).choices[0].text
     chunks = list(client.completions.create(stream=True, **kwargs))
     assert len(chunks) >= 2
