@@ -486,11 +486,12 @@ def serve() -> dict:
               [Target(f"sum by (deployment) ({sel(SERVE_QUEUED, *deployments)})", "{{deployment}}")], "short"),
         Panel("Requests in replicas", "Requests each deployment's replicas are processing (Ray Serve's count).",
               [Target(f"sum by (deployment) ({sel(SERVE_PROCESSING, *deployments)})", "{{deployment}}")], "short"),
-        Panel("Replica start time", "From a replica's creation to ready, over the time range: for the engine, "
-              "mostly loading the model (and waiting for a GPU pod).",
-              [Target(f"histogram_quantile(0.5, sum by (le, deployment) (increase({sel(SERVE_STARTUP, *deployments, suffix='_bucket')}{RANGE}))) / 1000",
+        Panel("Replica start time", "From a replica's creation to ready, over every start since Ray Serve's "
+              "controller started (starts are rare and most happen before the first scrape, where increase() "
+              "over a range would miss them): for the engine, mostly loading the model (and waiting for a GPU pod).",
+              [Target(f"histogram_quantile(0.5, sum by (le, deployment) ({sel(SERVE_STARTUP, *deployments, suffix='_bucket')})) / 1000",
                       "{{deployment}} p50"),
-               Target(f"histogram_quantile(0.99, sum by (le, deployment) (increase({sel(SERVE_STARTUP, *deployments, suffix='_bucket')}{RANGE}))) / 1000",
+               Target(f"histogram_quantile(0.99, sum by (le, deployment) ({sel(SERVE_STARTUP, *deployments, suffix='_bucket')})) / 1000",
                       "{{deployment}} p99")], "s"),
         Panel("Failed health checks per minute", "Health checks of each deployment's replicas that failed "
               "(an engine that died fails them; Ray Serve then replaces the replica).",
