@@ -163,7 +163,15 @@ def summarize(outcomes: list[Outcome]) -> dict:
         "shed": len(shed),
         "shed_with_retry_after": sum(1 for o in shed if o.retry_after),
         "not_openai_shaped": sum(1 for o in outcomes if o.kind != OK and not o.openai_shaped),
+        "error_codes": _count(f"{o.status}:{o.error_code}" for o in outcomes if o.kind != OK),
     }
+
+
+def _count(keys) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def _r(value: float | None) -> float | None:

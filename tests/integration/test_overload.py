@@ -42,6 +42,12 @@ def small_fleet(demo_assets, tmp_path_factory):
         server.stop()
 
 
+def _odd(shed, summary) -> str:
+    """The distinct shapes of what was shed, so a failure says which answer was wrong."""
+    shapes = {(o.status, o.error_code, o.openai_shaped, o.retry_after, o.stream) for o in shed}
+    return f"shed as (status, code, openai-shaped, Retry-After, stream): {sorted(shapes, key=str)}; {summary}"
+
+
 def _bodies(seed):
     rng = random.Random(seed)
     return lambda: probe.completion_body(rng.choice(ADAPTERS), stream=rng.random() < 0.3, max_tokens=32, rng=rng)
@@ -64,10 +70,10 @@ def test_twice_capacity_is_shed_with_retry_after_and_service_recovers(small_flee
     assert {o.status for o in outcomes} <= {200, 429, 503}, summary  # no other 5xx
     shed = [o for o in outcomes if o.status in (429, 503)]
     assert shed, f"2x capacity was never shed: {summary}"
-    assert all(o.retry_after for o in shed), summary
+    assert all(o.retry_after for o in shed), _odd(shed, summary)
     # The ingress sheds, at once and in the OpenAI shape: Ray's HTTP proxy never becomes
     # the queue (before: it answered some 503s itself, in plain text, 10-15 s late).
-    assert all(o.openai_shaped and o.error_code == "overloaded" for o in shed), summary
+    assert all(o.openai_shaped and o.error_code == "overloaded" for o in shed), _odd(shed, summary)
     assert summary["kinds"].get(probe.OK, 0) > 0, summary  # admitted requests are still served
 
     status, _ = probe.recovery_probe(small_fleet.base_url, "poet", timeout_s=30)
