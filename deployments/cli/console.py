@@ -5,7 +5,8 @@ deployments/cli/logs.py): what is happening now with the time since start, the
 banner, then a status line redrawn in place. On a terminal the status line is
 rewritten with a carriage return and an erase-line sequence; when stdout is not a
 terminal (tests, CI, `| tee`) there is nothing to redraw, so the status is printed
-as a plain line only when it changed and at most once per `plain_status_period_s`,
+as a plain line only when it changed and at most once per `plain_status_period_s`
+(transient ones not at all),
 never with escape sequences. Several threads print (the start-up wait, the demo
 build, the status ticker): every write holds one lock.
 """
@@ -51,10 +52,13 @@ class Console:
         with self._lock:
             self._write(text)
 
-    def status(self, line: str, *, key: str | None = None) -> None:
+    def status(self, line: str, *, key: str | None = None, transient: bool = False) -> None:
         """Show `line` as the status. `key` is what counts as a change for the plain
-        (non-terminal) output, e.g. the counters but not the rates."""
+        (non-terminal) output, e.g. the counters but not the rates; a `transient` status
+        (a ticking "starting... 12 s") is drawn on a terminal only."""
         with self._lock:
+            if transient and not self.tty:
+                return
             if self.tty:
                 width = shutil.get_terminal_size((100, 20)).columns - 1
                 self._status = line[:width]
