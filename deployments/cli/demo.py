@@ -24,7 +24,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -40,13 +39,6 @@ def demo_folder(config) -> Path:
         raise DemoError(f"--demo needs model.source = ASSETS/base and adapters.uri = ASSETS/adapters "
                         f"(configs/default.yaml); got {config.model.source} and {config.adapters.uri}")
     return folder
-
-
-@dataclass(frozen=True)
-class Trained:
-    name: str
-    folder: Path
-    seconds: float
 
 
 class DemoBuild:

@@ -261,15 +261,17 @@ class StartupWatch:
             free = ray.available_resources()
             why = shortfall(ask, free.get("CPU", 0.0), free.get("GPU", 0.0)) if ask else None
             if why:
-                reason = f"waiting for resources: {why}"
+                state = f"pending: waiting for resources: {why}"
             elif "schedul" in (info.message or ""):
-                reason = info.message
+                state = f"pending: {info.message}"
             else:
-                reason = "starting (loading the model)" if name == ENGINE else "starting"
+                state = ("starting (importing vLLM and loading the model; its log is in the log folder)"
+                         if name == ENGINE else "starting")
             last = self._said.get(name)
-            if last is None or last[1] != reason or time.monotonic() - last[0] > 60:
-                self._said[name] = (time.monotonic(), reason)
-                self.console.step(f"{name}: {starting} replica(s) pending for {time.monotonic() - self.started:.0f} s: {reason}")
+            if last is None or last[1] != state or time.monotonic() - last[0] > 60:
+                self._said[name] = (time.monotonic(), state)
+                self.console.step(f"{name}: {starting} replica(s) {time.monotonic() - self.started:.0f} s after "
+                                  f"deploying: {state}")
 
 
 class Deploy:

@@ -111,7 +111,7 @@ def test_serve_demo_shows_the_banner_and_examples_and_keeps_logs_in_the_log_fold
         assert any(line.lstrip().startswith(adapter.name) and "->" in line for line in lines), adapter.name
     # Progress, then the stop, said in words.
     assert any("engine replica 1/1 ready" in line for line in lines)
-    assert any("stopping Serve" in line for line in lines) and any(re.search(r"stopped in \d", line) for line in lines)
+    assert any("stopping the fleet" in line for line in lines) and any(re.search(r"stopped in \d", line) for line in lines)
 
     # No line per request (50 served, 20 of them the examples') or per stats report (~10 per replica).
     assert "\x1b" not in text and "\r" not in text
