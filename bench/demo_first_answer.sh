@@ -9,8 +9,9 @@
 # for every demo adapter to be published; sends Ctrl-C (SIGINT to make's process group,
 # as a terminal does) while a long request is in flight, and times the stop. Then a
 # second `make demo` in the same clone (everything cached) and its stop, idle.
-# With PYTHON=/path/to/python set, `make setup` is skipped and that interpreter runs the
-# same command `make demo` runs (for re-measuring the demo part only).
+# With REUSE=1, the clone in $DIR that already ran `make setup` is updated to SRC's newest
+# commit and its demo assets removed (re-measuring the demo part only); with
+# PYTHON=/path/to/python, a fresh clone runs that interpreter with the command `make demo` runs.
 set -u
 SRC=${1:-$(cd "$(dirname "$0")/.." && pwd)}
 RESULTS=${2:-/dev/null}
@@ -21,9 +22,18 @@ now() { date +%s.%N; }
 since() { printf "%.1f" "$(echo "$(now) - $1" | bc)"; }
 say() { echo "$*" | tee -a "$RESULTS"; }
 
-rm -rf "$DIR"; git clone -q "$SRC" "$DIR"; cd "$DIR" || exit 1
-say "# $(date -u +%FT%TZ) clean clone of $SRC at $(git rev-parse --short HEAD), $(nproc) cores"
-if [ -z "${PYTHON:-}" ]; then
+if [ "${REUSE:-0}" = 1 ] && [ -x "$DIR/.venv/bin/python" ]; then
+  # Re-measure the demo part in a clone that already ran `make setup`: newest commit, no assets.
+  cd "$DIR" && git pull -q && rm -rf .demo-assets || exit 1
+  say "# $(date -u +%FT%TZ) the clone in $DIR (set up earlier) at $(git rev-parse --short HEAD), no demo assets, $(nproc) cores"
+else
+  rm -rf "$DIR"; git clone -q "$SRC" "$DIR"; cd "$DIR" || exit 1
+  say "# $(date -u +%FT%TZ) clean clone of $SRC at $(git rev-parse --short HEAD), $(nproc) cores"
+fi
+if [ "${REUSE:-0}" = 1 ]; then
+  DEMO=(make demo PORT=$PORT METRICS_PORT=$METRICS_PORT)
+  PY=.venv/bin/python
+elif [ -z "${PYTHON:-}" ]; then
   T0=$(now); make setup > setup.log 2>&1; rc=$?
   say "make setup: $(since "$T0") s (exit $rc)"
   DEMO=(make demo PORT=$PORT METRICS_PORT=$METRICS_PORT)

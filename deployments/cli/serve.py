@@ -502,7 +502,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     ready = threading.Event()
     try:
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
+        # "local": a new cluster of our own. With None, Ray would join whatever cluster a
+        # `ray start` on this machine last recorded in /tmp/ray/ray_current_cluster (and
+        # hang retrying when that cluster is gone or wants another token).
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
                  configure_logging=False, log_to_driver=verbose,
                  runtime_env={"env_vars": QUIET_ENV},
                  **({"_metrics_export_port": metrics_port} if metrics_port is not None else {}))
