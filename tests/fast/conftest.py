@@ -99,7 +99,7 @@ def fast_fleet(demo_assets) -> FastFleet:
     port = _free_port()
     config = parse_config(fast_config(store, demo_assets / "base", work, keys_file, port))
 
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING",
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING",
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}})
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
