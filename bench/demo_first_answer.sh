@@ -76,7 +76,7 @@ run_demo() {  # label log: start the demo, time its first answer (and the adapte
   done
   say "$label: first answer (base model) $(since "$t0") s after the demo started"
   until grep -q "every demo adapter is served\|demo skills (greedy" "$log"; do
-    grep -q "published " "$log" && [ -z "${first_adapter:-}" ] && first_adapter=1 && say "$label: first adapter published $(since "$t0") s after"
+    grep -q "\] published " "$log" && [ -z "${first_adapter:-}" ] && first_adapter=1 && say "$label: first adapter published $(since "$t0") s after"
     sleep 1
   done
   grep -q "every demo adapter is served" "$log" && say "$label: all 10 adapters published $(since "$t0") s after"

@@ -359,6 +359,7 @@ class DemoRun:
         self.build = None
         self.published = 0
         self.to_publish = 0
+        self.finished = False
 
     def start_build(self) -> None:
         from deployments.cli.demo import DemoBuild
@@ -418,10 +419,11 @@ class DemoRun:
                 remove_staged(folder)
                 self.published += 1
                 self.console.step(f"published {name} ({self.published}/{self.to_publish}): trained in "
-                                  f"{event['seconds']:.0f} s, served {time.monotonic() - started:.1f} s after")
+                                  f"{event['seconds']:.0f} s, published in {time.monotonic() - started:.1f} s")
                 self._examples(fleet, [self.specs[name]], header=False)
             elif event["event"] == "done":
                 mark_complete(self.folder)
+                self.finished = True
                 self.console.step(f"every demo adapter is served; `lorafleet demo-examples --url {fleet.base_url}` "
                                   "shows them again")
             elif event["event"] == "exit":
@@ -453,7 +455,8 @@ class DemoRun:
     def stop(self) -> None:
         if self.build is not None and self.build.process is not None and self.build.process.poll() is None:
             self.build.stop()
-            self.console.step("stopped the demo build (a later `make demo` trains what is missing)")
+            if not self.finished:
+                self.console.step("stopped the demo build (a later `make demo` trains what is missing)")
 
 
 # ---------------------------------------------------------------- the command
