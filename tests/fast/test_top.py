@@ -16,9 +16,10 @@ from tests.conftest import REPO
 ADAPTERS = ("poet", "pirate", "haiku", "translator")
 
 
-def _table_rows(text: str, title: str) -> list[list[str]]:
-    """The rows of one of top's tables (rich box drawing, a rule between rows): each
-    row as its cells, a multi-line cell joined with newlines."""
+def _table_rows(text: str, title: str, ruled: bool = True) -> list[list[str]]:
+    """The rows of one of top's tables (rich box drawing): each row as its cells. In a
+    `ruled` table (a rule between rows) a row spans lines, its cells joined with newlines;
+    otherwise every line is a row."""
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == title)
     rows, current, header_done = [], None, False
@@ -39,6 +40,9 @@ def _table_rows(text: str, title: str) -> list[list[str]]:
                 break
             continue
         cells = [c.strip() for c in line.strip("│").split("│")]
+        if not ruled:
+            rows.append(cells)
+            continue
         if current is None:
             current = cells
         else:
@@ -79,7 +83,7 @@ def test_top_once_shows_every_replica_and_its_resident_adapters_by_tier(fast_fle
             assert name in cpu_cell, (rid, name, rows[rid])
             held += 1
     assert held >= 2  # the replicas did hold adapters: the check above was not vacuous
-    adapters = {row[0] for row in _table_rows(result.stdout, "adapters")}
+    adapters = {row[0] for row in _table_rows(result.stdout, "adapters", ruled=False)}
     assert set(ADAPTERS) <= adapters
 
 
