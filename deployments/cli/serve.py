@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from deployments.cli.console import Console
+from deployments.cli.startup import StartupWatch
 from deployments.config import ConfigError, LorafleetConfig, load_config
 
 # Quiet, offline-friendly defaults for everything this process (and Ray workers it
@@ -40,10 +41,8 @@ QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
 }
 CONTROLLER = "FleetController"
-ENGINE = "EngineReplica"
 STATUS_PERIOD_S = 1.0
 ERRORS_PERIOD_S = 5.0  # Ray's metrics endpoint is refreshed every ~10 s: reading it more often buys nothing
-PENDING_REPORT_AFTER_S = 15.0  # a replica starting longer than this gets a line saying why
 ADAPTER_WAIT_S = 15.0  # longest the start waits for replicas to hold their planned adapters
 
 
@@ -227,51 +226,6 @@ def session_log_folder() -> Path:
 
 
 # ---------------------------------------------------------------- start-up progress
-
-
-class StartupWatch:
-    """Turns successive Serve status reads into progress lines: each engine replica as
-    it becomes ready, and for replicas still starting after a while, which and why."""
-
-    def __init__(self, console: Console, asks, num_replicas: int):
-        self.console = console
-        self.asks = {a.deployment: a for a in asks}
-        self.num_replicas = num_replicas
-        self.ready = 0
-        self.started = time.monotonic()
-        self._said: dict[str, tuple[float, str]] = {}
-
-    def update(self, app: dict) -> None:
-        import ray
-
-        from deployments.cli.resources import shortfall
-
-        for name, info in app.get("deployments", {}).items():
-            states = {str(getattr(k, "value", k)): v for k, v in info.replica_states.items()}
-            running = states.get("RUNNING", 0)
-            if name == ENGINE and running > self.ready:
-                for k in range(self.ready + 1, running + 1):
-                    self.console.step(f"engine replica {k}/{self.num_replicas} ready "
-                                      f"({time.monotonic() - self.started:.0f} s after deploying)")
-                self.ready = running
-            starting = states.get("STARTING", 0) + states.get("RECOVERING", 0)
-            if not starting or time.monotonic() - self.started < PENDING_REPORT_AFTER_S:
-                continue
-            ask = self.asks.get(name)
-            free = ray.available_resources()
-            why = shortfall(ask, free.get("CPU", 0.0), free.get("GPU", 0.0)) if ask else None
-            if why:
-                state = f"pending: waiting for resources: {why}"
-            elif "schedul" in (info.message or ""):
-                state = f"pending: {info.message}"
-            else:
-                state = ("starting (importing vLLM and loading the model; its log is in the log folder)"
-                         if name == ENGINE else "starting")
-            last = self._said.get(name)
-            if last is None or last[1] != state or time.monotonic() - last[0] > 60:
-                self._said[name] = (time.monotonic(), state)
-                self.console.step(f"{name}: {starting} replica(s) {time.monotonic() - self.started:.0f} s after "
-                                  f"deploying: {state}")
 
 
 class Deploy:
@@ -575,7 +529,7 @@ def _serve(config, args, console, driver_log, demo, stop, ready, metrics_port, l
     console.step(f"starting {n} engine replica{'s' if n != 1 else ''} (vLLM, {config.model.served_name})...")
     deploy = Deploy(build_app(config), APP_NAME)
     fleet = Fleet(config, metrics_port)
-    failed = _wait_until_serving(fleet, console, StartupWatch(console, asks, n), stop, args.start_timeout, deploy)
+    failed = _wait_until_serving(fleet, console, StartupWatch(console, asks, n, free_resources=ray.available_resources), stop, args.start_timeout, deploy)
     if failed:
         console.clear_status()
         if failed == "interrupted":
