@@ -11,6 +11,9 @@ instead of after the whole ~4-minute build. Once every adapter is published, the
 folder is marked complete and later runs start at once. Stopping the server kills the
 build (its process group); a later run keeps the pretrained base and the adapters
 already published, and trains the rest.
+
+`DemoRun` is what `serve` calls at each stage; `DemoBuild` the child process and its
+events; `publish` the registry call.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deployments.cli.console import Console
+    from deployments.cli.fleet import Fleet
+    from deployments.config import LorafleetConfig
 
 
 class DemoError(Exception):
@@ -149,3 +158,112 @@ def published_names(base_url: str, api_key: str | None = None) -> set[str]:
 
 def remove_staged(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
+
+
+class DemoRun:
+    """`--demo`: examples for the adapters there are, and the build of those missing."""
+
+    def __init__(self, config: LorafleetConfig, console: Console):
+        from factory.demo_assets import DEMO_ADAPTERS, is_complete
+
+        self.config = config
+        self.console = console
+        self.folder = demo_folder(config)
+        self.specs = {a.name: a for a in DEMO_ADAPTERS}
+        self.complete = is_complete(self.folder)
+        self.build = None
+        self.published = 0
+        self.to_publish = 0
+        self.finished = False
+
+    def start_build(self) -> None:
+        if self.complete:
+            return
+        self.build = DemoBuild(self.folder)
+        self.build.start()
+
+    def wait_base(self, stop: threading.Event) -> str | None:
+        """Until the base model is ready; None when it is, else why not."""
+        if self.build is None:
+            return None
+        self.console.step(f"building the demo base model in {self.folder} (pretraining, about a minute)...")
+        started = time.monotonic()
+        while not stop.is_set():
+            event = self.build.next_event(0.5)
+            if event is None:
+                self.console.status(f"pretraining the demo base model · {time.monotonic() - started:.0f} s", transient=True)
+                continue
+            if event["event"] == "base":
+                what = "built" if event["built"] else "found (from an earlier run)"
+                self.console.step(f"demo base model {what} in {event['seconds']:.0f} s")
+                return None
+            if event["event"] == "exit":
+                return f"the demo build failed (exit {event['code']}):\n{self.build.log_tail()}"
+        return "interrupted"
+
+    def after_ready(self, fleet: Fleet) -> None:
+        """Examples for what is there; start training what is missing."""
+        there = published_names(fleet.base_url) & set(self.specs)
+        if self.build is None:
+            self._examples(fleet, [self.specs[n] for n in self.specs if n in there], header=True)
+            return
+        missing = [n for n in self.specs if n not in there]
+        self.to_publish = len(missing)
+        if there:
+            self._examples(fleet, [self.specs[n] for n in self.specs if n in there], header=True)
+        self.console.say(f"  training the {len(missing)} demo adapters now (two at a time, 20-50 s each); each one is "
+                         f"published to this fleet through the registry as it finishes, and its example printed:\n")
+        self.build.train(missing)
+
+    def poll(self, fleet: Fleet) -> None:
+        """Publish what the build finished since the last call."""
+        from factory.demo_assets import mark_complete
+
+        if self.build is None:
+            return
+        while (event := self.build.next_event(0)) is not None:
+            if event["event"] == "adapter":
+                name, folder = event["name"], Path(event["folder"])
+                started = time.monotonic()
+                publish(fleet.base_url, name, folder)
+                remove_staged(folder)
+                self.published += 1
+                self.console.step(f"published {name} ({self.published}/{self.to_publish}): trained in "
+                                  f"{event['seconds']:.0f} s, published in {time.monotonic() - started:.1f} s")
+                self._examples(fleet, [self.specs[name]], header=False)
+            elif event["event"] == "done":
+                mark_complete(self.folder)
+                self.finished = True
+                self.console.step(f"every demo adapter is served; `lorafleet demo-examples --url {fleet.base_url}` "
+                                  "shows them again")
+            elif event["event"] == "exit":
+                if event["code"] != 0:
+                    self.console.step(f"the demo build stopped (exit {event['code']}); the fleet keeps serving what "
+                                      f"is published:\n{self.build.log_tail()}")
+                self.build = None
+                return
+
+    def progress(self) -> str:
+        if self.build is None or not self.to_publish:
+            return ""
+        return f"demo adapters {self.published}/{self.to_publish} published"
+
+    def _examples(self, fleet: Fleet, specs, header: bool) -> None:
+        from factory.demo_examples import showcase
+
+        if not specs:
+            return
+        try:
+            lines = showcase(fleet.base_url, tuple(specs), self.config.model.served_name)
+        except Exception as err:  # noqa: BLE001 - an example failing must not stop the server
+            self.console.step(f"could not run the demo example(s): {err}")
+            return
+        if header:
+            self.console.say(f"  demo skills (greedy; `lorafleet demo-examples --url {fleet.base_url}` shows them again):")
+        self.console.say("\n".join(lines) + ("\n" if header else ""))
+
+    def stop(self) -> None:
+        if self.build is not None and self.build.process is not None and self.build.process.poll() is None:
+            self.build.stop()
+            if not self.finished:
+                self.console.step("stopped the demo build (a later `make demo` trains what is missing)")

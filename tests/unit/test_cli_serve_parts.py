@@ -7,7 +7,7 @@ import pytest
 
 from deployments.cli.demo import DemoError, demo_folder
 from deployments.cli.logs import DriverLog, parse_level
-from deployments.cli.serve import ready_message
+from deployments.cli.banner import ready_message
 from deployments.config import parse_config
 
 
