@@ -1,10 +1,12 @@
 # lorafleet: two commands on a fresh machine.
-#   make demo   set up .venv, build the demo assets, serve them on $(HOST):$(PORT)
+#   make demo   set up .venv and serve the demo on $(HOST):$(PORT): the base model as soon as it is
+#               pretrained, each demo adapter as soon as it is trained (cached for the next run)
 #   make test   set up .venv and run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
+METRICS_PORT ?= 8080
 ASSETS ?= .demo-assets
 CONFIG ?= configs/default.yaml
 PYTEST_ARGS ?=
@@ -34,8 +36,10 @@ $(ASSETS)/.complete: $(STAMP) factory/demo_assets.py factory/demo.py factory/dem
 	$(BIN)/lorafleet demo-assets --out $(ASSETS)
 	touch $@
 
-demo: assets
-	$(BIN)/lorafleet serve --config $(CONFIG) --host $(HOST) --port $(PORT) --demo-examples
+# `serve --demo` builds what the demo folder lacks while it serves: the fleet starts on the
+# base model once it is pretrained, and each adapter is published as it finishes training.
+demo: setup
+	$(BIN)/lorafleet serve --config $(CONFIG) --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT) --demo
 
 # Debian's Prometheus + promtool: a test prerequisite (metrics, dashboard and alert tests).
 # CI runs as root on Debian; where it cannot be installed, `make test` stops here, loudly.

@@ -36,6 +36,7 @@ class ReplicaStats:
     per_adapter_requests: dict[str, int] = field(default_factory=dict)
     per_adapter_tokens: dict[str, int] = field(default_factory=dict)
     adapter_loads: int = 0
+    generated_tokens: int = 0  # tokens generated for finished requests since the replica started
     desired: tuple[str, ...] = ()  # what the placement controller last asked this replica to hold
     unloadable: tuple[str, ...] = ()  # asked for but could not be loaded (deleted, corrupted): do not plan them
     healthy: bool = True

@@ -11,6 +11,7 @@ import logging
 
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig, RequestRouterConfig
+from ray.serve.schema import LoggingConfig
 
 from deployments.config import LorafleetConfig, parse_config
 from deployments.tenancy.admission import ingress_admission_limit
@@ -24,6 +25,14 @@ from deployments.engine.vllm_engine import engine_environment
 APP_NAME = "lorafleet"
 INGRESS_HEADROOM = 64  # ingress slots beyond twice its admission cap: refusals and cheap endpoints
 SHED_WITH_RETRY_AFTER = BackpressureConfig(status_code=503, retry_after_s=1)
+# Every call the fleet controller gets is periodic (each replica's stats report every
+# second, each ingress's long poll for aborted usage): an access-log line per call
+# filled the logs (and, streamed to the driver, the terminal) with `CALL report OK`.
+# Requests keep their access log on the ingress and the engine replicas.
+CONTROLLER_LOGGING = LoggingConfig(enable_access_log=False)
+# How often a stopping replica checks whether its in-flight requests are done (Serve's
+# default, 2 s, made every stop at least 2 s longer than its requests needed).
+DRAIN_POLL_S = 0.25
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +64,7 @@ def build_graph(config: LorafleetConfig | dict, *, engine_factory: str = VLLM_EN
     config_dict = config.model_dump(mode="json")
     d = config.deployment
     placement = config.placement.settings.model_dump(mode="json") if config.placement.enabled else None
-    controller = FleetController.options(ray_actor_options={"num_cpus": 0}).bind(d.stats_report_period_s, placement)
+    controller = FleetController.options(ray_actor_options={"num_cpus": 0}, logging_config=CONTROLLER_LOGGING).bind(d.stats_report_period_s, placement)
     engine = EngineReplica.options(
         num_replicas=d.num_replicas,
         max_ongoing_requests=config.replica_max_ongoing_requests(),
@@ -63,7 +72,8 @@ def build_graph(config: LorafleetConfig | dict, *, engine_factory: str = VLLM_EN
         backpressure_config=SHED_WITH_RETRY_AFTER,
         health_check_period_s=d.health_check_period_s,
         health_check_timeout_s=max(30.0, 3 * d.health_check_period_s),
-        graceful_shutdown_timeout_s=10,
+        graceful_shutdown_timeout_s=d.drain_timeout_s,
+        graceful_shutdown_wait_loop_s=DRAIN_POLL_S,
         request_router_config=request_router_config(config),
         ray_actor_options={
             "num_cpus": d.replica_cpus,
@@ -88,5 +98,7 @@ def build_graph(config: LorafleetConfig | dict, *, engine_factory: str = VLLM_EN
         max_ongoing_requests=2 * admitted + INGRESS_HEADROOM,
         max_queued_requests=INGRESS_HEADROOM,
         backpressure_config=SHED_WITH_RETRY_AFTER,  # the proxy's plain-text 503 still tells clients when to retry
+        graceful_shutdown_timeout_s=d.drain_timeout_s,
+        graceful_shutdown_wait_loop_s=DRAIN_POLL_S,
         ray_actor_options={"num_cpus": d.ingress_cpus},
     ).bind(config_dict, engine, controller)

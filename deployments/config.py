@@ -118,6 +118,11 @@ class DeploymentConfig(_Strict):
     )
     health_check_period_s: PositiveFloat = Field(default=5.0, description="How often Ray Serve checks that a replica's engine is alive.")
     stats_report_period_s: PositiveFloat = Field(default=1.0, description="How often each replica reports its stats to the fleet controller.")
+    drain_timeout_s: PositiveFloat = Field(
+        default=10.0,
+        description="On shutdown (or when a replica is removed), how long an ingress or engine replica keeps "
+        "serving its in-flight requests before it is stopped; requests still running then are cut.",
+    )
     engine_threads: int = Field(
         default=0, ge=0, description="CPU threads per engine (CPU backend only); 0 lets vLLM decide."
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -105,18 +105,24 @@ def _train_one(base_dir: str, base_name: str, adapter: dict, recipe: dict, out_d
 
 
 def train_demo_adapters(base_dir: Path, base_name: str, adapters: tuple, out_dir: Path, data_dir: Path,
-                        recipe: DemoRecipe, *, log=print) -> None:
-    """Train every skill adapter (those with a task), `recipe.workers` at a time."""
+                        recipe: DemoRecipe, *, log=print, on_trained=None) -> None:
+    """Train every skill adapter (those with a task), `recipe.workers` at a time, into
+    `out_dir/<name>`. `on_trained(name, seconds, metrics)` is called as each one finishes
+    (`lorafleet serve --demo` publishes it to the running fleet then)."""
     jobs = [asdict(a) for a in adapters]
     workers = max(1, min(recipe.workers, len(jobs), os.cpu_count() or 1))
     args = (str(base_dir), base_name)
+
+    def finished(name: str, seconds: float, metrics: dict) -> None:
+        log(f"  trained {name} in {seconds:.0f} s (eval loss {metrics['eval_loss']:.4f})")
+        if on_trained is not None:
+            on_trained(name, seconds, metrics)
+
     if workers == 1:
-        results = (_train_one(*args, job, asdict(recipe), str(out_dir), str(data_dir)) for job in jobs)
-        for name, seconds, metrics in results:
-            log(f"  trained {name} in {seconds:.0f} s (eval loss {metrics['eval_loss']:.4f})")
+        for job in jobs:
+            finished(*_train_one(*args, job, asdict(recipe), str(out_dir), str(data_dir)))
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(_train_one, *args, job, asdict(recipe), str(out_dir), str(data_dir)) for job in jobs]
-        for future in futures:
-            name, seconds, metrics = future.result()
-            log(f"  trained {name} in {seconds:.0f} s (eval loss {metrics['eval_loss']:.4f})")
+        for future in as_completed(futures):
+            finished(*future.result())

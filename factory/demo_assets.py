@@ -148,7 +148,8 @@ def build_adapter(base_dir: Path, spec: DemoAdapter, out: Path) -> None:
     (out / "README.md").unlink(missing_ok=True)  # peft's model-card template; not part of the artifact
 
 
-RECIPE_FILE = ".recipe-sha256"
+RECIPE_FILE = ".recipe-sha256"  # the whole build is done (written last)
+BASE_FILE = ".base-recipe-sha256"  # the base is pretrained for this recipe (adapters may still be missing)
 
 
 def _base_config_dict() -> dict:
@@ -159,22 +160,42 @@ def _base_config_dict() -> dict:
     )
 
 
-def build_demo_assets(out: str | Path, *, adapters: tuple[DemoAdapter, ...] = DEMO_ADAPTERS, recipe=None, log=print) -> Path:
-    """Write `out/base/`, `out/adapters/<name>/` and `out/datasets/<name>.jsonl`; return `out`.
+def demo_digest(adapters: tuple[DemoAdapter, ...] = DEMO_ADAPTERS, recipe=None) -> str:
+    """The digest a build folder's markers hold: everything that decides its bytes."""
+    from factory.demo import DEFAULT_RECIPE, recipe_digest
 
-    Skipped when `out/.recipe-sha256` matches this recipe (a cold build trains for a few
-    minutes). The digest file is written last, so an interrupted build is redone."""
+    return recipe_digest(_base_config_dict(), adapters, recipe or DEFAULT_RECIPE)
+
+
+def _marked(path: Path, digest: str) -> bool:
+    return path.is_file() and path.read_text().strip() == digest
+
+
+def is_complete(out: str | Path, digest: str | None = None) -> bool:
+    """True when `out` holds a finished build of this recipe (nothing to train)."""
+    return _marked(Path(out) / RECIPE_FILE, digest or demo_digest())
+
+
+def mark_complete(out: str | Path, digest: str | None = None) -> None:
+    (Path(out) / RECIPE_FILE).write_text((digest or demo_digest()) + "\n")
+
+
+def build_demo_base(out: str | Path, *, digest: str | None = None, recipe=None, log=print) -> bool:
+    """Make `out/base` the pretrained base of this recipe; return False when it already was.
+
+    A folder built for another recipe is removed first (its adapters were trained on
+    another base). The base marker is written once the base is complete, so an
+    interrupted build starts over, and a build interrupted while training adapters
+    keeps its base (`lorafleet serve --demo` then trains only what is missing)."""
     import torch
 
-    from factory.demo import DEFAULT_RECIPE, pretrain_base, recipe_digest, train_demo_adapters
+    from factory.demo import DEFAULT_RECIPE, pretrain_base
 
     recipe = recipe or DEFAULT_RECIPE
     out = Path(out)
-    digest = recipe_digest(_base_config_dict(), adapters, recipe)
-    marker = out / RECIPE_FILE
-    if marker.is_file() and marker.read_text().strip() == digest:
-        return out
-    started = time.monotonic()
+    digest = digest or demo_digest(recipe=recipe)
+    if _marked(out / BASE_FILE, digest) and (out / "base" / "config.json").is_file():
+        return False
     shutil.rmtree(out, ignore_errors=True)
     (out / "base").mkdir(parents=True)
     threads = torch.get_num_threads()
@@ -185,6 +206,31 @@ def build_demo_assets(out: str | Path, *, adapters: tuple[DemoAdapter, ...] = DE
         pretrain_base(out / "base", recipe, progress=False)
         _normalise_json(out / "base" / "config.json")
         (out / "base" / "generation_config.json").unlink(missing_ok=True)
+    finally:
+        torch.set_num_threads(threads)
+    (out / BASE_FILE).write_text(digest + "\n")
+    return True
+
+
+def build_demo_assets(out: str | Path, *, adapters: tuple[DemoAdapter, ...] = DEMO_ADAPTERS, recipe=None, log=print) -> Path:
+    """Write `out/base/`, `out/adapters/<name>/` and `out/datasets/<name>.jsonl`; return `out`.
+
+    Skipped when `out/.recipe-sha256` matches this recipe (a cold build trains for a few
+    minutes). The digest file is written last, so an interrupted build is redone."""
+    import torch
+
+    from factory.demo import DEFAULT_RECIPE, train_demo_adapters
+
+    recipe = recipe or DEFAULT_RECIPE
+    out = Path(out)
+    digest = demo_digest(adapters, recipe)
+    if is_complete(out, digest):
+        return out
+    started = time.monotonic()
+    build_demo_base(out, digest=digest, recipe=recipe, log=log)  # keeps a base pretrained for this recipe
+    shutil.rmtree(out / "adapters", ignore_errors=True)  # a half-trained (or half-published) set: train them all
+    threads = torch.get_num_threads()
+    try:
         random_ones = [a for a in adapters if a.task is None]
         for adapter in random_ones:
             build_adapter(out / "base", adapter, out / "adapters" / adapter.name)
@@ -194,6 +240,6 @@ def build_demo_assets(out: str | Path, *, adapters: tuple[DemoAdapter, ...] = DE
             train_demo_adapters(out / "base", BASE_NAME, skilled, out / "adapters", out / "datasets", recipe, log=log)
     finally:
         torch.set_num_threads(threads)
-    marker.write_text(digest + "\n")
+    mark_complete(out, digest)
     log(f"lorafleet: demo assets built in {time.monotonic() - started:.0f} s")
     return out

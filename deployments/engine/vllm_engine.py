@@ -96,6 +96,7 @@ class _StatsSink:
         self.waiting = 0
         self.kv_cache_usage = 0.0
         self.tokens = BoundedCounter(MAX_COUNTED_ADAPTERS)
+        self.generated_tokens = 0  # exact, from finished requests: the fleet's tokens/s (`lorafleet serve`, `top`)
 
     def record_step(self, scheduler_stats) -> None:
         self.running = scheduler_stats.num_running_reqs
@@ -110,6 +111,7 @@ class _StatsSink:
     def record_finished(self, finished) -> None:
         """Engine requests that ended: what they produced goes to the usage meter (for
         lorafleet requests that are being stopped, see UsageMeter)."""
+        self.generated_tokens += sum(f.num_generation_tokens for f in finished)
         if self.meter is not None:
             for f in finished:
                 self.meter.produced(f.request_id, f.num_prompt_tokens, f.num_generation_tokens)
@@ -234,6 +236,7 @@ class VLLMEngine(Engine):
             per_adapter_requests=dict(self._requests),
             per_adapter_tokens=dict(self._sink.tokens),
             adapter_loads=self.residency.loads,
+            generated_tokens=self._sink.generated_tokens,
             desired=self.desired,
             unloadable=tuple(self._unloadable),
             healthy=self.engine is not None and not self.engine.errored,

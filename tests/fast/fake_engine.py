@@ -39,6 +39,7 @@ class FakeEngine(Engine):
         self.residency = ResidencyTracker(config.engine.max_loras, config.engine.max_cpu_loras)
         self.requests: dict[str, int] = {}
         self.running = 0
+        self.generated_tokens = 0
         self.desired: tuple[str, ...] = ()
         self.aborted: list[AbortedUsage] = []
         self.unloadable: dict[str, None] = {}
@@ -59,7 +60,7 @@ class FakeEngine(Engine):
             gpu_slots=self.config.engine.max_loras, cpu_slots=self.config.engine.max_cpu_loras,
             gpu_resident=self.residency.gpu_resident(), cpu_resident=self.residency.cpu_resident(),
             running=self.running, per_adapter_requests=dict(self.requests), adapter_loads=self.residency.loads,
-            desired=self.desired, unloadable=tuple(self.unloadable), ts=time.time(),
+            generated_tokens=self.generated_tokens, desired=self.desired, unloadable=tuple(self.unloadable), ts=time.time(),
         )
 
     async def _ensure(self, spec) -> None:
@@ -118,6 +119,7 @@ class FakeEngine(Engine):
                     yield "data: " + json.dumps({"id": rid, "object": "text_completion", "model": label,
                                                  "choices": [{"index": 0, "text": piece, "finish_reason": None}]}) + "\n\n"
             usage = FinalUsage(PROMPT_TOKENS, produced)
+            self.generated_tokens += produced
             if stream:
                 yield "data: [DONE]\n\n"
             else:

@@ -86,3 +86,35 @@ def test_every_demo_adapter_was_trained_by_the_factory_on_its_dataset(demo_asset
         assert manifest["base_model"]["fingerprint_sha256"] == fingerprint
         assert manifest["dataset"]["sha256"] == sha256_file(demo_assets / "datasets" / f"{adapter.name}.jsonl")
         assert manifest["metrics"]["eval_loss"] < 0.2, f"{adapter.name} did not learn {adapter.task}"
+
+
+def test_an_interrupted_build_keeps_its_pretrained_base_and_retrains_only_the_adapters(tmp_path):
+    """What `make demo` (serve --demo) relies on to resume: the base marker outlives a build
+    stopped while adapters trained; a finished build is marked only at the end."""
+    from factory.demo_assets import BASE_FILE, build_demo_base, demo_digest, is_complete
+
+    adapters = (DemoAdapter("one", 1, 8, ("q_proj", "down_proj"), "upper"),)
+    recipe = DemoRecipe(pretrain_steps=4, pretrain_batch=8, adapter_steps=2, adapter_batch=8, workers=1)
+    digest = demo_digest(adapters, recipe)
+    out = tmp_path / "demo"
+    assert build_demo_base(out, digest=digest, recipe=recipe, log=lambda _: None) is True
+    weights = out / "base" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert (out / BASE_FILE).read_text().strip() == digest and not is_complete(out, digest)
+    (out / "adapters" / "one").mkdir(parents=True)  # half-written by the interrupted run
+    assert build_demo_base(out, digest=digest, recipe=recipe, log=lambda _: None) is False
+    assert weights.stat().st_mtime_ns == before
+    build_demo_assets(out, adapters=adapters, recipe=recipe, log=lambda _: None)
+    assert weights.stat().st_mtime_ns == before  # the base was kept, the adapters trained
+    assert (out / "adapters" / "one" / "adapter_model.safetensors").is_file() and is_complete(out, digest)
+
+
+def test_a_base_marker_of_another_recipe_rebuilds_the_whole_folder(tmp_path):
+    from factory.demo_assets import BASE_FILE, build_demo_base
+
+    out = tmp_path / "demo"
+    (out / "adapters" / "stale").mkdir(parents=True)
+    (out / BASE_FILE).write_text("0" * 64 + "\n")
+    recipe = DemoRecipe(pretrain_steps=2, pretrain_batch=4)
+    assert build_demo_base(out, digest="1" * 64, recipe=recipe, log=lambda _: None) is True
+    assert not (out / "adapters" / "stale").exists()
