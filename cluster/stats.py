@@ -39,6 +39,7 @@ class ReplicaStats:
     desired: tuple[str, ...] = ()  # what the placement controller last asked this replica to hold
     unloadable: tuple[str, ...] = ()  # asked for but could not be loaded (deleted, corrupted): do not plan them
     healthy: bool = True
+    draining: bool = False  # being removed (scale-down): takes no new requests, finishes what it has
     pid: int = 0  # the replica's process on its node: for operators, and fault injection in tests
     ts: float = field(default_factory=time.time)
 

@@ -175,7 +175,8 @@ def plan(
     """
     by_id = {s.replica_id: s for s in snapshot.replicas}
     result = {rid: EMPTY for rid in sorted(by_id)}
-    healthy = [by_id[rid] for rid in sorted(by_id) if by_id[rid].healthy]
+    # A draining replica is leaving: plan nothing on it, so its adapters re-home now.
+    healthy = [by_id[rid] for rid in sorted(by_id) if by_id[rid].healthy and not by_id[rid].draining]
     if healthy:
         result.update(_Pass(healthy, snapshot.demand, settings, previous).run())
     return DesiredPlacement(result)

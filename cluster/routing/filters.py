@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from cluster.routing.candidates import Candidate
+from cluster.routing.view import is_routable
 
 
 class Filter(Protocol):
@@ -21,7 +22,7 @@ class Filter(Protocol):
 
 
 class HealthyFilter:
-    """Drop replicas that report themselves unhealthy.
+    """Drop replicas that report themselves unhealthy or draining.
 
     The view already leaves unhealthy replicas out of sampling; this filter states
     the rule in the chain, so a policy fed candidates some other way (a custom
@@ -33,7 +34,7 @@ class HealthyFilter:
     name = "healthy"
 
     def filter(self, candidates: list[Candidate]) -> list[Candidate]:
-        return [c for c in candidates if c.stats is None or c.stats.healthy]
+        return [c for c in candidates if c.stats is None or is_routable(c.stats)]
 
 
 class LoadCapFilter:

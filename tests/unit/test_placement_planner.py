@@ -377,3 +377,14 @@ def test_ten_thousand_adapters_on_a_thousand_replicas_plan_in_well_under_a_secon
     assert time.perf_counter() - started < 5.0  # ~0.15 s on an idle core
     assert second == first
     assert sum(copies(first).values()) == 1000 * 7
+
+
+def test_a_draining_replica_gets_nothing_and_its_adapters_re_home():
+    replicas = fleet(3, gpu=2, cpu=4)
+    demand = tokens(a=300, b=200, c=100)
+    before = run(replicas, demand)
+    leaving = sorted(before, key=lambda rid: -len(before[rid].gpu))[0]
+    replicas = [ReplicaStats(s.replica_id, gpu_slots=2, cpu_slots=4, draining=s.replica_id == leaving) for s in replicas]
+    after = run(replicas, demand, previous=before)
+    assert after[leaving] == ReplicaPlacement()
+    assert set(copies(after)) == {"a", "b", "c"}

@@ -37,17 +37,25 @@ def test_cli_runs_policies_on_one_trace_and_writes_json(tmp_path, capsys):
     out = tmp_path / "r.json"
     code = main([
         "--workload", str(REPO / "bench" / "workloads" / "sim-smoke.yaml"),
-        "--policies", "pow2,adapter_affinity+controller,oracle",
+        "--policies", "pow2,adapter_affinity+controller,bound",
         "--requests", "400",
+        "--seeds", "1,2",
         "--out", str(out),
     ])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "goodput/s" in printed and "oracle" in printed
+    assert "goodput/s" in printed and "bound" in printed
     doc = json.loads(out.read_text())
-    assert [r["policy"] for r in doc["results"]] == ["pow2", "adapter_affinity+controller", "oracle"]
+    assert [(r["seed"], r["policy"]) for r in doc["results"]] == [
+        (seed, p) for seed in (1, 2) for p in ("pow2", "adapter_affinity+controller", "bound")
+    ]
     assert all(r["completed"] == r["requests"] == 400 for r in doc["results"])
     assert doc["config"]["cost"]["gpu_slots"] == 8
+    assert doc["commit"] and doc["machine"]["nproc"]
+    pow2 = next(e for e in doc["summary"] if e["policy"] == "pow2")
+    values = [r["goodput_rps"] for r in doc["results"] if r["policy"] == "pow2"]
+    assert pow2["seeds"] == [1, 2]
+    assert pow2["goodput_rps"] == {"median": sum(values) / 2, "min": min(values), "max": max(values)}
 
 
 @pytest.mark.parametrize(
@@ -69,11 +77,30 @@ def test_cli_reports_bad_input_with_exit_code_2(argv, capsys):
         ({"workload": {}, "flet": {}}, "unknown key"),
         ({"workload": {}, "fleet": {"replica": 2}}, "unknown key"),
         ({"workload": {}, "policies": ["pow3"]}, "unknown policy"),
+        ({"workload": {}, "policies": ["pow2+controler"]}, "unknown policy part"),
+        ({"workload": {}, "fleet": {"max_ongoing_requests": 128}}, "max_ongoing_reason"),
+        ({"workload": {}, "run": {"seed": 1, "seeds": [2]}}, "not both"),
     ],
 )
 def test_scenario_mistakes_are_errors(data, message):
     with pytest.raises(ValueError, match=message):
         scenario_from_dict(data)
+
+
+def test_the_in_flight_cap_may_differ_from_the_batch_only_with_a_reason():
+    s = scenario_from_dict({"workload": {}, "fleet": {"max_ongoing_requests": 128, "max_ongoing_reason": "test"}})
+    assert s.config.max_ongoing_requests == 128
+    assert scenario_from_dict({"workload": {}}).config.max_ongoing_requests == s.config.cost.max_num_seqs
+
+
+@pytest.mark.parametrize("path", WORKLOADS, ids=[p.stem for p in WORKLOADS])
+def test_every_scenario_runs_at_least_three_seeds(path):
+    assert len(set(load_scenario(path).seeds)) >= 3
+
+
+def test_each_seed_drives_its_own_trace_and_router():
+    s = scenario_from_dict({"workload": {"seed": 7}, "run": {"seeds": [1, 2]}})
+    assert [(config.seed, w.seed) for config, (w,) in map(s.for_seed, s.seeds)] == [(1, 1), (2, 2)]
 
 
 def test_scenario_sweeps_keep_the_arrival_window():
