@@ -41,11 +41,13 @@ from pathlib import Path
 
 import yaml
 
+from cluster.autoscaling import AutoscalingSettings
 from cluster.placement import PlacementSettings
 from cluster.routing import RoutingSettings
 from cluster.sim.catalog import Catalog, CatalogSpec
 from cluster.sim.cost import CostModel
 from cluster.sim.policies import parse_policy
+from cluster.sim.ray_autoscaler import RayAutoscalingConfig
 from cluster.sim.simulator import SimConfig
 from cluster.sim.workload import WorkloadSpec, adapter_names, with_rate
 
@@ -60,7 +62,7 @@ DEFAULT_POLICIES = (
 )
 _SECTIONS = {
     "name", "description", "fleet", "run", "workload", "catalog", "rates", "routing",
-    "placement", "ray_targets", "policies",
+    "placement", "autoscaling", "ray_autoscaling", "ray_targets", "policies",
 }
 _FLEET = {
     "replicas", "cost_model", "cost", "max_ongoing_requests", "max_ongoing_reason",
@@ -157,18 +159,25 @@ def scenario_from_dict(data: Mapping[str, object], *, base_dir: Path | None = No
     if not seeds:
         raise ValueError("run.seeds must not be empty")
 
+    autoscaling = data.get("autoscaling")
+    ray = data.get("ray_autoscaling")
     config = SimConfig(
         cost=cost,
         routing=RoutingSettings(**(data.get("routing") or {})),
         placement=PlacementSettings(**(data.get("placement") or {})),
+        autoscaling=AutoscalingSettings.from_dict(autoscaling) if autoscaling is not None else None,  # type: ignore[arg-type]
+        ray_autoscaling=RayAutoscalingConfig(**ray) if ray is not None else None,  # type: ignore[arg-type]
         seed=seeds[0],
         **fleet,
         **run,
     )
     policies = tuple(check_policy(str(p)) for p in (data.get("policies") or DEFAULT_POLICIES))
     for p in policies:
-        if parse_policy(p).autoscaler is not None:
-            raise ValueError(f"policy {p!r} autoscales: not supported yet")
+        spec = parse_policy(p)
+        if spec.autoscaler == "lorafleet" and config.autoscaling is None:
+            raise ValueError(f"policy {p!r} autoscales: the scenario needs an autoscaling section")
+        if spec.autoscaler == "ray" and config.ray_autoscaling is None:
+            raise ValueError(f"policy {p!r} uses Ray's autoscaler: the scenario needs a ray_autoscaling section")
     rates = tuple(float(r) for r in (data.get("rates") or ()))
     catalog = data.get("catalog")
     return Scenario(
