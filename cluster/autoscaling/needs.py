@@ -123,12 +123,16 @@ def _host_need(
     break the SLO, except the coldest ones that together carry at most
     `miss_budget` of the requests. 0 when no read is that slow."""
     limit = settings.read_slo_fraction * settings.ttft_slo_s
-    slow = [(d.req_rate, a) for a, d in demand.items() if read_s.get(a, profile.store_load_s) > limit]
+    slow = [
+        (max(d.req_rate, d.long_req_rate), a)
+        for a, d in demand.items()
+        if read_s.get(a, profile.store_load_s) > limit
+    ]
     if not slow:
         return 0.0, 0
     slow.sort(reverse=True)
-    allowed = settings.miss_budget * requests
     remaining = sum(rate for rate, _ in slow)
+    allowed = settings.miss_budget * max(requests, remaining)
     warm = 0
     host_slots = 0
     for rate, a in slow:

@@ -18,7 +18,10 @@ Fleet size: fixed, or changed by an autoscaler every `period_s` of its own. A re
 asked for is paid from that moment and starts serving `startup_s` later; a replica
 to remove is drained: routers stop sending to it, it finishes every request it runs
 or holds, then it leaves (paid until then). Nothing is ever dropped, which the run
-checks (every generated request completes exactly once).
+checks (every generated request completes exactly once). With the placement
+controller, a replica that comes up is planned at once and starts with its planned
+adapters already read (a replica can pull them from the store while its engine
+starts; the reads count as planned store loads).
 
 Yardsticks (SimResult): requests arriving after `warmup_s` are measured. Rates are
 per second of the span from `warmup_s` to the last completion, so a policy that
@@ -57,7 +60,9 @@ if TYPE_CHECKING:
     from cluster.autoscaling import AutoscalingSettings
     from cluster.sim.ray_autoscaler import RayAutoscalingConfig
 
-_ARRIVAL, _STEP, _LOAD, _STATS, _CONTROL, _SCALE, _READY = range(7)
+_ARRIVAL, _STEP, _LOAD, _STATS, _CONTROL, _SCALE, _READY, _WARM, _SAMPLE = range(9)
+_SAMPLE_S = 10.0  # how often host-memory residency is sampled
+_SCAN = 64  # router-queue entries tried per retry
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,8 @@ class SimResult:
     mean_replicas: float
     peak_replicas: int
     replica_seconds_lower_bound_per_1k: float
+    host_copies_per_adapter: float = 0.0  # host slots used / distinct adapters held, sampled
+    host_distinct_adapters: float = 0.0  # distinct adapters in the fleet's host memory, mean
     scale_ups: int = 0
     scale_downs: int = 0
     plans: int = 0
@@ -191,7 +198,9 @@ class Simulator:
         self.starting: dict[str, float] = {}  # replica id -> when it is ready
         self._next_id = itertools.count()
         self.inflight = InflightTracker()
-        self.loop: PlacementLoop | None = PlacementLoop(config.placement) if self.spec.controller else None
+        self.loop: PlacementLoop | None = (
+            PlacementLoop(config.placement, self.catalog.costs) if self.spec.controller else None
+        )
         self.placement_table: dict[str, tuple[str, ...]] = {}
         self.policy: RoutingPolicy = make_policy(self.spec.routing, config.routing)
         self.scaler: Scaler | None = self._make_scaler()
@@ -224,6 +233,8 @@ class Simulator:
         self._plan_s: list[float] = []
         self._planned_store_loads = 0
         self._paid: list[tuple[float, int]] = []  # (time, paid replicas from then on)
+        self._fresh: list[SimReplica] = []  # came up, not planned yet
+        self._host_samples: list[tuple[int, int]] = []  # (host slots used, distinct adapters)
         self.scale_ups = 0
         self.scale_downs = 0
         self.events = 0
@@ -343,8 +354,32 @@ class Simulator:
         rep = self._new_replica(rid)
         self.replicas[rid] = rep
         self.order.append(rep)
+        if self.loop is not None:
+            if not self._fresh:  # one plan for every replica that comes up now
+                heapq.heappush(self._heap, (self.now, next(self._seq), _WARM, None, 0))
+            self._fresh.append(rep)
         self._publish_stats()  # Ray Serve lists a replica for routing once it is running
         self._drain = bool(self.backlog)
+
+    def _warm_start(self) -> None:
+        """Plan the replicas that just came up and give them their planned adapters,
+        read while their engines started."""
+        loop = self.loop
+        assert loop is not None
+        now = self.now
+        fresh, self._fresh = self._fresh, []
+        for r in self.order:
+            loop.report(r.stats(now, with_counters=True), now)
+        loop.tick(now, force_plan=True)
+        self._plan_s.append(loop.last_plan_s)
+        for r in fresh:
+            p = loop.desired.for_replica(r.id)
+            gpu = sorted(p.gpu)[: self.cost.gpu_slots]
+            cpu = sorted(p.cpu)[: max(0, self.cost.cpu_slots - len(gpu))]
+            r.preload(gpu, cpu)
+            for _ in range(len(gpu) + len(cpu)):
+                self.count_load(now, store=True, planned=True)
+        self._apply_plan(now)
 
     def _remove_drained(self) -> None:
         gone = [r for r in self.order if r.drained()]
@@ -359,7 +394,7 @@ class Simulator:
     # ---- routing -----------------------------------------------------------------------
 
     def _route(self, req: SimRequest) -> bool:
-        ranked = self.policy.rank(req.adapter, self.view, self.inflight, self.rng)
+        ranked = self.policy.rank(req.adapter, self.view, self.inflight, self.rng, self.now - req.arrival)
         limit = self.max_ongoing
         inflight = self.inflight
         for rid in ranked:
@@ -375,10 +410,23 @@ class Simulator:
         return False
 
     def _drain_backlog(self) -> None:
+        """Retry what waits at the router, oldest first. A request no replica takes
+        now keeps its place and the next one is tried (up to _SCAN of them), as Ray
+        Serve's router hands a freed replica the oldest request that can use it;
+        stop early once every serving replica is at its in-flight cap."""
         self._drain = False
         backlog = self.backlog
-        while backlog and self._route(backlog[0]):
-            backlog.popleft()
+        if not backlog:
+            return
+        capacity = self.max_ongoing * sum(1 for r in self.order if not r.draining)
+        kept: list[SimRequest] = []
+        scanned = 0
+        while backlog and scanned < _SCAN and self.inflight.total() < capacity:
+            req = backlog.popleft()
+            scanned += 1
+            if not self._route(req):
+                kept.append(req)
+        backlog.extendleft(reversed(kept))
 
     # ---- periodic work -----------------------------------------------------------------
 
@@ -397,6 +445,11 @@ class Simulator:
         if not loop.tick(now):
             return
         self._plan_s.append(loop.last_plan_s)
+        self._apply_plan(now)
+
+    def _apply_plan(self, now: float) -> None:
+        loop = self.loop
+        assert loop is not None
         desired = loop.desired
         for r in self.order:
             if r.draining:
@@ -411,6 +464,16 @@ class Simulator:
         assert self.scaler is not None
         target, drain_first = self.scaler.decide(self, self.now)
         self.scale_to(target, drain_first, self.now)
+
+    def _sample_host(self) -> None:
+        """Host memory in use across the fleet and how many distinct adapters fill it:
+        their ratio is how many copies the fleet keeps of each adapter it holds."""
+        used = 0
+        distinct: set[str] = set()
+        for r in self.order:
+            used += len(r.host)
+            distinct.update(r.host)
+        self._host_samples.append((used, len(distinct)))
 
     def _check_progress(self) -> None:
         """Fail loudly instead of ticking forever if requests are stuck: all arrived,
@@ -463,6 +526,7 @@ class Simulator:
             push(heap, (0.0, next(seq), _CONTROL, None, 0))
         if self.scaler is not None:
             push(heap, (self.scaler.period_s, next(seq), _SCALE, None, 0))
+        push(heap, (max(self.warmup, _SAMPLE_S), next(seq), _SAMPLE, None, 0))
         next_arrival()
 
         events = 0
@@ -508,6 +572,12 @@ class Simulator:
                     push(heap, (t + self.scaler.period_s, next(seq), _SCALE, None, 0))  # type: ignore[union-attr]
             elif kind == _READY:
                 self._ready(target)  # type: ignore[arg-type]
+            elif kind == _WARM:
+                self._warm_start()
+            elif kind == _SAMPLE:
+                self._sample_host()
+                if self._busy_work():
+                    push(heap, (t + _SAMPLE_S, next(seq), _SAMPLE, None, 0))
             if self._drain:
                 self._drain_backlog()
         self.events = events
@@ -579,6 +649,12 @@ class Simulator:
             mean_replicas=replica_s / span,
             peak_replicas=max(n for _, n in self._paid),
             replica_seconds_lower_bound_per_1k=lower * per_k,
+            host_copies_per_adapter=(
+                sum(u for u, _ in self._host_samples) / max(1, sum(d for _, d in self._host_samples))
+            ),
+            host_distinct_adapters=(
+                sum(d for _, d in self._host_samples) / len(self._host_samples) if self._host_samples else 0.0
+            ),
             scale_ups=self.scale_ups,
             scale_downs=self.scale_downs,
             plans=len(plan_ms),

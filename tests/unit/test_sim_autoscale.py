@@ -36,8 +36,8 @@ class Scripted:
         return target, drain
 
 
-def scripted_run(trace, script, replicas=2, **config):
-    sim = Simulator(SimConfig(cost=TOY, replicas=replicas, **config), WorkloadSpec(adapters=1), "pow2", trace=trace)
+def scripted_run(trace, script, replicas=2, policy="pow2", **config):
+    sim = Simulator(SimConfig(cost=TOY, replicas=replicas, **config), WorkloadSpec(adapters=1), policy, trace=trace)
     sim.scaler = Scripted(script)
     return sim, sim.run()
 
@@ -67,7 +67,9 @@ def test_a_new_replica_is_paid_from_the_request_and_serves_after_startup():
 def test_requests_wait_at_the_router_for_a_starting_replica_rather_than_vanish():
     cost = dataclasses.replace(TOY, max_num_seqs=1)
     trace = [Request(0.0, None, 0, 100) for _ in range(3)]
-    sim, result = scripted_run(trace, [(0.0, 3, ())], replicas=1, startup_s=0.5, max_ongoing_requests=1)
+    sim, result = scripted_run(
+        trace, [(0.0, 3, ())], replicas=1, policy="adapter_affinity", startup_s=0.5, max_ongoing_requests=1,
+    )  # = max_num_seqs: one request per replica makes the wait visible
     assert result.completed == 3 and result.router_queued == 2
     # asked for at the first decision (0.5 s), serving 0.5 s later, first token a step after
     assert sorted(sim._ttft_all) == pytest.approx([0.015, 1.015, 1.015])

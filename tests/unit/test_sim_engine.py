@@ -291,3 +291,22 @@ def test_a_replica_runs_under_any_host_not_only_the_simulator():
         rep.step_done(at, epoch) if kind == "step" else rep.load_done(at)
     assert host.done == [(0, pytest.approx(0.175))]  # as in the first known-answer test
     assert [store for _, store, _ in host.loads] == [True, False]
+
+
+def test_trace_bounds_by_hand():
+    """TOY: 7.5 ms per token at a full batch, 1 ms per prompt token. Three adapters
+    exist; two get requests in the first minute after warm-up, one of them needs two
+    replicas' worth in that minute."""
+    from cluster.sim.bounds import trace_bounds
+
+    trace = [Request(0.5, "a", 0, 1)]  # before warm-up: not measured
+    trace += [Request(1.0 + i * 0.001, "hot", 0, 1000) for i in range(10)]  # 10 x 7.5 s = 75 s of work
+    trace += [Request(61.0, "cold", 10, 1)]  # 17.5 ms
+    b = trace_bounds(trace, TOY, warmup_s=1.0, adapters=3, bucket_s=60.0)
+    work = 10 * 7.5 + 0.01 + 0.0075
+    assert b["bound"]["replica_seconds_per_1k_requests"] == pytest.approx(work * 1000 / 11)
+    assert b["bound"]["goodput_rps"] == pytest.approx(11 / 60.0)
+    # 3 deployments x 60 s, plus one more replica for "hot" in its minute (75 s of work)
+    per = b["per_adapter_deployments"]
+    assert per["replica_seconds_per_1k_requests"] == pytest.approx((3 * 60 + 60) * 1000 / 11)
+    assert per["deployments"] == 3
