@@ -118,6 +118,7 @@ def run_benchmark(scenario: Scenario, log=None) -> dict[str, object]:
                                        if scenario.config.ray_autoscaling else ())
     if scenario.config.autoscaling is None or scenario.config.ray_autoscaling is None or not targets:
         raise ValueError("an autoscale scenario needs autoscaling, ray_autoscaling and ray_targets")
+    header = result_header(scenario.name)  # the code as it was when the runs started
     print(f"# {scenario.name}: {scenario.description}", file=log, flush=True)
     policies: dict[str, dict[str, object]] = {}
 
@@ -161,7 +162,7 @@ def run_benchmark(scenario: Scenario, log=None) -> dict[str, object]:
         policies[name] = entry
 
     doc: dict[str, object] = {
-        **result_header(scenario.name),
+        **header,
         "benchmark": "autoscale (simulator)",
         "scenario": scenario.name,
         "description": scenario.description,

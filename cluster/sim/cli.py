@@ -99,10 +99,13 @@ def run(scenario: Scenario, out=None) -> list[SimResult]:
     return results
 
 
-def results_document(scenario: Scenario, results: list[SimResult], workload_file: Path) -> dict[str, object]:
+def results_document(
+    scenario: Scenario, results: list[SimResult], workload_file: Path, header: dict[str, object] | None = None
+) -> dict[str, object]:
+    """`header`: the result header taken when the runs started (default: now)."""
     runs = [r.to_dict() for r in results]
     return {
-        **result_header(scenario.name),
+        **(header or result_header(scenario.name)),
         "benchmark": "simulator",
         "scenario": scenario.name,
         "description": scenario.description,
