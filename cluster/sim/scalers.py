@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cluster.autoscaling import AutoscalerState, FleetSnapshot, ReplicaProfile, decide
+from cluster.placement import DemandEstimator
 from cluster.sim.ray_autoscaler import RayAutoscalingConfig, RayDefaultAutoscaler
 
 if TYPE_CHECKING:
@@ -34,14 +35,22 @@ class LorafleetScaler:
         self.profile = ReplicaProfile.from_mapping(sim.cost.to_dict())
         self.state = AutoscalerState()
         self.decisions: list[tuple[float, int, str]] = []
+        # Base-model requests are nothing to place, so the controller's estimator
+        # skips them; the autoscaler still has to serve them (live: vLLM's counters).
+        self.base = DemandEstimator(sim.config.placement.half_life_s)
+        self._base_seen = (0, 0)
 
     def decide(self, sim: Simulator, now: float) -> tuple[int, Sequence[str]]:
         loop = sim.loop
         assert loop is not None
+        seen = (sim.base_requests, sim.base_tokens)
+        self.base.add(now, {"base": seen[0] - self._base_seen[0]}, {"base": seen[1] - self._base_seen[1]})
+        self._base_seen = seen
         snapshot = FleetSnapshot(
             now=now,
             replicas=tuple(r.stats(now) for r in sim.order),
             demand=loop.estimator.rates(),
+            base=self.base.rate("base"),
             starting=len(sim.starting),
             costs=sim.catalog.costs,
             read_s=sim.catalog.load_s,

@@ -225,6 +225,8 @@ class Simulator:
         self._last_arrival = 0.0
         self._last_finish = 0.0
         self.prompt_tokens = 0  # of every arrived request: the autoscaler's mean prompt
+        self.base_requests = 0  # base-model arrivals and their output tokens
+        self.base_tokens = 0
         self._work_s = 0.0  # lower-bound replica-seconds of the measured requests
         self._token_s = config.cost.token_s_at_full_batch()
         self._store_loads = 0
@@ -547,6 +549,9 @@ class Simulator:
                 self._ttft_all.append(math.nan)
                 self._last_arrival = t
                 self.prompt_tokens += r.prompt_tokens
+                if req.adapter is None:
+                    self.base_requests += 1
+                    self.base_tokens += r.output_tokens
                 if t >= self.warmup:
                     self._work_s += r.prompt_tokens * prefill + r.output_tokens * token_s
                 next_arrival()
