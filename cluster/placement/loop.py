@@ -75,11 +75,7 @@ class PlacementLoop:
         and plan if a period has passed (or `force_plan`). Returns whether it
         planned. Call it at least as often as replicas report: the estimate only
         sees counters at ticks."""
-        fleet = self.fleet(now)
-        for rid in [rid for rid in self._latest if rid not in fleet]:
-            del self._latest[rid]
-            self.estimator.forget(rid)
-        self.estimator.observe(fleet.values(), now)
+        fleet = self.observe(now)
         if self._next_plan is None:
             self._next_plan = now + self.settings.period_s
         if not force_plan and now < self._next_plan:
@@ -87,6 +83,17 @@ class PlacementLoop:
         self._next_plan = now + self.settings.period_s
         self.replan(fleet)
         return True
+
+    def observe(self, now: float) -> dict[str, ReplicaStats]:
+        """Drop silent replicas and fold the latest reports into the demand estimate,
+        without planning (tick does this first; an autoscaler that only needs the
+        demand model can call it alone). Returns the fleet it observed."""
+        fleet = self.fleet(now)
+        for rid in [rid for rid in self._latest if rid not in fleet]:
+            del self._latest[rid]
+            self.estimator.forget(rid)
+        self.estimator.observe(fleet.values(), now)
+        return fleet
 
     def replan(self, fleet: dict[str, ReplicaStats]) -> DesiredPlacement:
         """Plan against `fleet` with the current estimate; becomes `desired`."""

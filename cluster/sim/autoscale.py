@@ -15,6 +15,9 @@ What runs, every policy on the identical trace of each seed:
     llmd_lora_affinity      llm-d's LoRA-affinity routing with the same autoscaler and target
     adapters_free           lorafleet with every request for the base model (what the fleet
                             would cost if adapters were free)
+    lorafleet_without_placement  lorafleet with the placement controller planning nothing
+                            (it still estimates demand for the autoscaler): what the
+                            controller's plan adds
     per_adapter_deployments one deployment per adapter (analytical, bounds.py)
     bound                   the replica lower bound and goodput upper bound (bounds.py)
 
@@ -60,6 +63,7 @@ SPECS = {
     "ray_serve_llm_default": "multiplex+ray_autoscale:{target}",
     "llmd_lora_affinity": "lora_affinity_llmd+ray_autoscale:{target}",
     "adapters_free": "adapter_affinity+controller+autoscale+adapters_free",
+    "lorafleet_without_placement": "adapter_affinity+controller+autoscale+noplan",
 }
 
 
@@ -135,6 +139,11 @@ def run_benchmark(scenario: Scenario, log=None) -> dict[str, object]:
 
     ours_runs = [_run(scenario, s, SPECS["lorafleet"], log) for s in seeds]
     policies["lorafleet"] = _entry(SPECS["lorafleet"], ours_runs, True)
+    policies["lorafleet_without_placement"] = _entry(
+        SPECS["lorafleet_without_placement"],
+        [_run(scenario, s, SPECS["lorafleet_without_placement"], log) for s in seeds],
+        False,
+    )
 
     llmd_spec = SPECS["llmd_lora_affinity"].format(target=_fmt(best))
     policies["llmd_lora_affinity"] = {
@@ -195,6 +204,8 @@ def expectations(doc: Mapping[str, object], scenario: Scenario) -> dict[str, obj
         "replica_hours_llmd_over_lorafleet": _median(p, "llmd_lora_affinity", "replica_seconds_per_1k_requests") / ours,
         "replica_hours_lorafleet_over_lower_bound": ours / _median(p, "bound", "replica_seconds_per_1k_requests"),
         "replica_hours_per_adapter_deployments_over_lorafleet": _median(p, "per_adapter_deployments", "replica_seconds_per_1k_requests") / ours,
+        "replica_hours_without_placement_over_lorafleet": _median(p, "lorafleet_without_placement", "replica_seconds_per_1k_requests") / ours,
+        "slo_attainment_without_placement": _median(p, "lorafleet_without_placement", "slo_attainment"),
     }
     burst = scenario.workload.burst
     if burst is not None:

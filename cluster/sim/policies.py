@@ -10,6 +10,8 @@ by `+`-separated parts:
                       scenario's target_ongoing_requests;
     ray_autoscale:T   ... at target T
     adapters_free     every request as if for the base model (the goodput bound)
+    noplan            the controller estimates demand (for the autoscaler) but
+                      never plans: no placement table, no preloads (an ablation)
 
 Aliases, the names the issue's result files use:
 
@@ -31,6 +33,7 @@ CONTROLLER = "controller"
 AUTOSCALE = "autoscale"
 RAY_AUTOSCALE = "ray_autoscale"
 ADAPTERS_FREE = "adapters_free"
+NOPLAN = "noplan"
 
 ALIASES = {
     "lorafleet": "adapter_affinity+controller+autoscale",
@@ -48,6 +51,7 @@ class PolicySpec:
     autoscaler: str | None = None  # None, "lorafleet" or "ray"
     ray_target: float | None = None  # None: the scenario's
     adapters_free: bool = False
+    plan: bool = True  # with the controller: does it plan (else demand estimates only)
 
 
 def parse_policy(name: str) -> PolicySpec:
@@ -61,6 +65,7 @@ def parse_policy(name: str) -> PolicySpec:
         known = sorted(POLICIES) + sorted(ALIASES)
         raise ValueError(f"unknown policy {name!r}: {head!r} is no routing policy or alias; known: {', '.join(known)}")
     controller = adapters_free = False
+    plan = True
     autoscaler: str | None = None
     target: float | None = None
     for part in parts:
@@ -79,9 +84,11 @@ def parse_policy(name: str) -> PolicySpec:
                     raise ValueError(f"policy {name!r}: target_ongoing_requests must be > 0")
         elif part == ADAPTERS_FREE:
             adapters_free = True
+        elif part == NOPLAN:
+            controller, plan = True, False
         else:
             raise ValueError(
                 f"unknown policy part {part!r} in {name!r}; known: {CONTROLLER}, {AUTOSCALE}, "
-                f"{RAY_AUTOSCALE}[:T], {ADAPTERS_FREE}"
+                f"{RAY_AUTOSCALE}[:T], {ADAPTERS_FREE}, {NOPLAN}"
             )
-    return PolicySpec(name, head, controller, autoscaler, target, adapters_free)
+    return PolicySpec(name, head, controller, autoscaler, target, adapters_free, plan)

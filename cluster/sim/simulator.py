@@ -356,7 +356,7 @@ class Simulator:
         rep = self._new_replica(rid)
         self.replicas[rid] = rep
         self.order.append(rep)
-        if self.loop is not None:
+        if self.loop is not None and self.spec.plan:
             if not self._fresh:  # one plan for every replica that comes up now
                 heapq.heappush(self._heap, (self.now, next(self._seq), _WARM, None, 0))
             self._fresh.append(rep)
@@ -444,6 +444,9 @@ class Simulator:
         now = self.now
         for r in self.order:
             loop.report(r.stats(now, with_counters=True), now)
+        if not self.spec.plan:
+            loop.observe(now)  # demand estimates for the autoscaler, no plan
+            return
         if not loop.tick(now):
             return
         self._plan_s.append(loop.last_plan_s)
