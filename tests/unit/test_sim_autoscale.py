@@ -92,3 +92,34 @@ def test_an_autoscaled_fleet_follows_a_load_cycle_and_loses_nothing(policy, conf
     assert result.completed == result.requests == CYCLE.requests
     assert result.scale_ups >= 1 and result.scale_downs >= 1
     assert max(replicas) > 2 and replicas[-1] < max(replicas)
+
+
+def test_a_replica_that_comes_up_starts_with_its_planned_adapters():
+    """With the placement controller, a new replica is planned as it comes up and its
+    planned adapters were read while its engine started: warm from its first request."""
+    spec = WorkloadSpec(adapters=40, zipf_s=1.0, rate=20, requests=600, seed=2)
+    cost = dataclasses.replace(CostModel.gpu_like(), gpu_slots=4, cpu_slots=8)
+    sim = Simulator(SimConfig(cost=cost, replicas=2, startup_s=3.0), spec, "adapter_affinity+controller")
+    sim.scaler = Scripted([(10.0, 3, ())])
+    seen = {}
+    warm_start = sim._warm_start
+
+    def record():
+        warm_start()
+        new = sim.replicas["replica-0002"]
+        seen["host"] = set(new.host)
+        seen["planned"] = set(new.desired_gpu) | set(new.desired_cpu)
+
+    sim._warm_start = record
+    result = sim.run()
+    assert seen["planned"] and seen["planned"] <= seen["host"]
+    assert result.planned_store_loads >= len(seen["planned"])
+
+
+def test_without_a_plan_a_new_replica_starts_cold():
+    spec = WorkloadSpec(adapters=40, zipf_s=1.0, rate=20, requests=600, seed=2)
+    cost = dataclasses.replace(CostModel.gpu_like(), gpu_slots=4, cpu_slots=8)
+    sim = Simulator(SimConfig(cost=cost, replicas=2, startup_s=3.0), spec, "adapter_affinity+controller+noplan")
+    sim.scaler = Scripted([(10.0, 3, ())])
+    result = sim.run()
+    assert result.plans == 0 and result.planned_store_loads == 0
