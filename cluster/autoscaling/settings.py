@@ -50,8 +50,8 @@ class AutoscalingSettings:
                            routing loads on demand. On the slow-store development
                            scenario (1,000 adapters, 60 req/s, reads 0.5-2 s, not
                            a benchmark): 0.9 / 0.6 / 0.5 gave 36 / 54 / 65
-                           replicas and 88% / 98% / 99.3% of requests within the
-                           SLO.
+                           replicas and 86.9% / 98.2% / 99.0% of requests within
+                           the SLO.
       read_slo_fraction -- an adapter whose store read takes more than this share
                            of the SLO must be warm in host memory before its
                            requests come. Default 0.5.

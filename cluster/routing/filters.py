@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from cluster.routing.candidates import Candidate, Residency
+from cluster.routing.candidates import Candidate
 from cluster.routing.view import is_routable
 
 
@@ -92,38 +92,29 @@ class SpreadFilter:
 
 
 class SlotWaitFilter:
-    """Queue at the fleet rather than behind a replica whose LoRA slots are all busy,
-    and for a holder of the adapter rather than load it onto another replica.
+    """Queue at the fleet rather than behind, or onto, a replica whose LoRA slots are
+    all busy.
 
     Drops every candidate whose slots are all taken by other adapters' in-flight
-    requests (`Candidate.slot_wait`, from the router's own per-adapter count); and
-    when some candidate holds the adapter (GPU, host memory or loading) but every
-    such holder is slot-busy, drops the rest too. When that leaves nobody, the
-    ranking is empty and the request waits at the router: the simulator retries it
-    whenever a request finishes; Ray Serve's router retries a request its policy
-    ranked no replica for, with backoff, as it does for a fleet at
-    max_ongoing_requests. Waiting is bounded: once a request has waited the
+    requests (`Candidate.slot_wait`, from the router's own per-adapter count). When
+    that leaves nobody, the ranking is empty and the request waits at the router:
+    the simulator retries it whenever a request finishes; Ray Serve's router retries
+    a request its policy ranked no replica for, with backoff, as it does for a fleet
+    at max_ongoing_requests. Waiting is bounded: once a request has waited the
     policy's patience (RoutingSettings.slot_wait_patience_s) it is ranked without
     this filter, so in a deep overload it still goes somewhere.
 
-    Why: vLLM runs at most max_loras adapters in a batch, so a request sent to a
-    slot-busy replica waits there until one of those adapters has no request left,
-    which takes seconds when they keep getting requests, and it cannot move once
-    sent; at the router it goes to the first replica that frees a slot. And a
-    request whose adapter is warm on a busy holder, sent elsewhere, pays a store
-    read there and leaves a second host-memory copy that evicts another adapter:
-    a slot frees on a full replica every few tenths of a second, a slow store read
-    takes seconds.
+    Why: vLLM runs at most max_loras adapters in a batch, so a request sent to such a
+    replica waits there until one of those adapters has no request left, which
+    takes seconds when they keep getting requests, and it cannot move once sent. At
+    the router it goes to the first replica that frees a slot, or that runs its
+    adapter. A replica with a free slot elsewhere still takes it (a store read
+    there beats an unbounded wait for a slot): that is the slot scorer's rule,
+    made hard.
     """
 
     name = "slot_wait"
     patient = True  # ChainPolicy skips it once a request has waited its patience_s
 
     def filter(self, candidates: list[Candidate]) -> list[Candidate]:
-        holders = [c for c in candidates if c.residency in _HOLDING]
-        if holders and all(c.slot_wait for c in holders):
-            return []
         return [c for c in candidates if not c.slot_wait]
-
-
-_HOLDING = frozenset({Residency.GPU, Residency.CPU, Residency.LOADING})
