@@ -1,10 +1,14 @@
-"""Markdown tables from simulator result files (`lorafleet sim --out`).
+"""Markdown tables from simulator result files (`lorafleet sim --out` and
+`python -m cluster.sim.autoscale`).
 
     python -m cluster.sim.report bench/results/sim-*.json > table.md
+    python -m cluster.sim.report bench/results/autoscale-*.json > table.md
 
-One table per scenario (rows: rate x policy, each cell the median over seeds with
-the range in brackets), then the comparisons per scenario and rate: the
-controller's goodput against the goodput bound's and multiplex's.
+For `lorafleet sim` results: one table per scenario (rows: rate x policy, each cell
+the median over seeds with the range in brackets), then the comparisons per
+scenario and rate: the controller's goodput against the goodput bound's and
+multiplex's. For autoscale results: one table per scenario (rows: policies), then
+the issue's expectations per scenario.
 """
 
 from __future__ import annotations
@@ -77,8 +81,82 @@ def expectation_rows(doc: Mapping[str, object]) -> list[str]:
     return rows
 
 
-def render(docs: Sequence[Mapping[str, object]]) -> str:
+AUTOSCALE_ORDER = (
+    "lorafleet",
+    "lorafleet_without_placement",
+    "ray_serve_llm_default",
+    "llmd_lora_affinity",
+    "per_adapter_deployments",
+    "adapters_free",
+    "bound",
+)
+
+
+def autoscale_table(doc: Mapping[str, object]) -> list[str]:
+    p: Mapping[str, Mapping[str, object]] = doc["policies"]  # type: ignore[assignment]
+    seeds = ", ".join(map(str, doc.get("seeds", [])))
     lines = [
+        f"### {doc['scenario']}",
+        "",
+        f"{doc.get('description', '')} (seeds {seeds}; commit `{doc.get('commit', '?')}`)",
+        "",
+        "| policy | TTFT<=SLO | goodput req/s | replica-s / 1k req | mean replicas | TTFT p99 s | store loads / 1k | host copies / adapter |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in AUTOSCALE_ORDER:
+        e = p.get(name)
+        if e is None:
+            continue
+        label = name
+        if "target_ongoing_requests" in e:
+            label += f" (target {e['target_ongoing_requests']:g})"
+        if str(e.get("method", "")).startswith("analytical"):
+            label += " *"
+        lines.append(
+            f"| {label} | {cell(e, 'slo_attainment', pct=True)} | {cell(e, 'goodput_rps')} "
+            f"| {cell(e, 'replica_seconds_per_1k_requests', '{:,.0f}')} | {cell(e, 'mean_replicas')} "
+            f"| {cell(e, 'ttft_p99_s', '{:.2f}')} | {cell(e, 'loads_per_1k')} | {cell(e, 'host_copies_per_adapter', '{:.2f}')} |"
+        )
+    sweep = p.get("ray_serve_llm_default", {}).get("sweep")  # type: ignore[union-attr]
+    if sweep:
+        parts = [
+            f"{s['target']:g}: {s['slo_attainment']:.1%}, {s['replica_seconds_per_1k_requests']:,.0f} replica-s/1k"
+            for s in sweep  # type: ignore[union-attr]
+        ]
+        lines += ["", f"Ray Serve target_ongoing_requests sweep (seed {sweep[0]['seed']}): " + "; ".join(parts) + "."]  # type: ignore[index]
+    lines += ["", "\\* analytical (cluster/sim/bounds.py), not simulated."]
+    return lines
+
+
+def autoscale_expectations(docs: Sequence[Mapping[str, object]]) -> list[str]:
+    lines = [
+        "| scenario | lorafleet SLO | Ray default SLO | Ray default / lorafleet replica-s | llm-d / lorafleet | lorafleet / lower bound | per-adapter deployments / lorafleet | without placement / lorafleet (its SLO) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for doc in docs:
+        x: Mapping[str, object] = doc["expectations"]  # type: ignore[assignment]
+        lines.append(
+            f"| {doc['scenario']} | {x['lorafleet_slo_attainment']:.1%} | {x['ray_default_slo_attainment']:.1%} "
+            f"| {x['replica_hours_ray_default_over_lorafleet']:.2f} | {x['replica_hours_llmd_over_lorafleet']:.2f} "
+            f"| {x['replica_hours_lorafleet_over_lower_bound']:.2f} | {x['replica_hours_per_adapter_deployments_over_lorafleet']:.1f} "
+            f"| {x['replica_hours_without_placement_over_lorafleet']:.2f} ({x['slo_attainment_without_placement']:.1%}) |"
+        )
+    return lines
+
+
+def render(docs: Sequence[Mapping[str, object]]) -> str:
+    autoscale = [d for d in docs if "policies" in d]
+    docs = [d for d in docs if "policies" not in d]
+    if autoscale:
+        lines = autoscale_expectations(autoscale) + [""]
+        for doc in autoscale:
+            lines.extend(autoscale_table(doc))
+            lines.append("")
+        if not docs:
+            return "\n".join(lines)
+    else:
+        lines = []
+    lines += [
         "| scenario | rate/s | controller SLO attainment | controller / bound goodput | controller / routing alone | controller / multiplex |",
         "|---|---:|---:|---:|---:|---:|",
     ]
