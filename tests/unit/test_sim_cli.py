@@ -12,6 +12,7 @@ from cluster.sim.scenario import load_scenario, scenario_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
 WORKLOADS = sorted((REPO / "bench" / "workloads").glob("sim-*.yaml"))
+AUTOSCALE = sorted((REPO / "bench" / "workloads").glob("autoscale-*.yaml"))
 
 
 def test_the_expected_scenarios_exist():
@@ -25,6 +26,36 @@ def test_every_scenario_file_is_valid(path):
     assert scenario.name == path.stem
     assert scenario.policies
     assert scenario.workload.requests > 0
+
+
+def test_the_issues_autoscale_scenarios_exist_and_are_what_they_say():
+    by_letter = {p.stem.split("-")[1]: load_scenario(p) for p in AUTOSCALE}
+    assert set(by_letter) == {"a", "b", "c", "d", "e"}
+    for s in by_letter.values():
+        assert s.config.autoscaling is not None and s.config.ray_autoscaling is not None and s.ray_targets
+        assert len(set(s.seeds)) >= 3
+        assert s.config.max_ongoing_requests == s.config.cost.max_num_seqs
+    a = by_letter["a"]
+    assert a.workload.adapters == 10_000 and a.config.cost.cpu_slots == 64
+    ranks = {c.rank for c in by_letter["b"].catalog.classes}
+    assert min(ranks) == 8 and max(ranks) == 128
+    assert all(c.store_load_s == (0.5, 2.0) for c in by_letter["c"].catalog.classes)
+    assert by_letter["d"].workload.cycle.peak == 4.0 and by_letter["d"].workload.drift is not None
+    assert by_letter["e"].workload.burst.share == 0.3
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"workload": {}, "policies": ["lorafleet"]}, "autoscaling section"),
+        ({"workload": {}, "policies": ["multiplex+ray_autoscale:8"]}, "ray_autoscaling section"),
+        ({"workload": {}, "policies": ["multiplex+ray_autoscale:x"]}, "needs a number"),
+        ({"workload": {}, "autoscaling": {"max_replica": 3}}, "unknown autoscaling keys"),
+    ],
+)
+def test_autoscaling_mistakes_are_errors(data, message):
+    with pytest.raises(ValueError, match=message):
+        scenario_from_dict(data)
 
 
 def test_scale_scenario_is_the_issue_target():
