@@ -15,6 +15,8 @@ from cluster.sim.autoscale import best_target, main, recovery_s
     [
         pytest.param([(4, 0.995, 900), (8, 0.992, 700), (16, 0.95, 400)], 8, id="fewest replicas among those meeting 99%"),
         pytest.param([(4, 0.97, 900), (8, 0.98, 700), (16, 0.95, 400)], 8, id="none meets it: the highest attainment"),
+        pytest.param([(4, 0.9808, 2632), (8, 0.9806, 1505), (16, 0.94, 750)], 8,
+                     id="none meets it: attainments within half a point count as equal, fewer replicas win"),
         pytest.param([(4, 0.99, 700), (8, 0.99, 700)], 4, id="a tie: the lower target"),
     ],
 )
