@@ -69,9 +69,19 @@ SPECS = {
 }
 
 
-def _run(scenario: Scenario, seed: int, policy: str, log) -> SimResult:
-    config, (workload,) = scenario.for_seed(seed)
-    result = simulate(config, workload, policy, catalog=scenario.build_catalog())
+def _run(scenario: Scenario, seed: int, policy: str, log, cache: Path | None = None) -> SimResult:
+    """One run; with `cache`, a run already recorded there (same scenario, seed and
+    policy) is read back instead of simulated again: for resuming a long benchmark
+    on the same code."""
+    path = cache / f"{scenario.name}--{seed}--{policy.replace(':', '_')}.json" if cache else None
+    if path is not None and path.exists():
+        result = SimResult(**json.loads(path.read_text()))
+    else:
+        config, (workload,) = scenario.for_seed(seed)
+        result = simulate(config, workload, policy, catalog=scenario.build_catalog())
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result.to_dict()))
     print(
         f"{policy:<48} seed {seed}  SLO {result.slo_attainment:7.2%}  goodput {result.goodput_rps:7.1f}/s  "
         f"replica-s/1k {result.replica_seconds_per_1k_requests:7.1f}  replicas {result.mean_replicas:6.1f} "
@@ -119,8 +129,12 @@ def recovery_s(timeline: Mapping[str, Sequence[float]], at_s: float, end_s: floa
     return worst_end - at_s
 
 
-def run_benchmark(scenario: Scenario, log=None) -> dict[str, object]:
+def run_benchmark(scenario: Scenario, log=None, cache: Path | None = None) -> dict[str, object]:
     log = log or sys.stdout
+
+    def run(seed: int, policy: str) -> SimResult:
+        return _run(scenario, seed, policy, log, cache)
+
     seeds = scenario.seeds
     targets = scenario.ray_targets or ((scenario.config.ray_autoscaling.target_ongoing_requests,)
                                        if scenario.config.ray_autoscaling else ())
@@ -130,7 +144,7 @@ def run_benchmark(scenario: Scenario, log=None) -> dict[str, object]:
     print(f"# {scenario.name}: {scenario.description}", file=log, flush=True)
     policies: dict[str, dict[str, object]] = {}
 
-    sweep_runs = {t: _run(scenario, seeds[0], SPECS["ray_serve_llm_default"].format(target=_fmt(t)), log) for t in targets}
+    sweep_runs = {t: run(seeds[0], SPECS["ray_serve_llm_default"].format(target=_fmt(t))) for t in targets}
     sweep = [
         {"target": t, "slo_attainment": r.slo_attainment, "replica_seconds_per_1k_requests": r.replica_seconds_per_1k_requests,
          "mean_replicas": r.mean_replicas, "seed": r.seed}
@@ -138,24 +152,24 @@ def run_benchmark(scenario: Scenario, log=None) -> dict[str, object]:
     ]
     best = best_target(sweep)
     ray_spec = SPECS["ray_serve_llm_default"].format(target=_fmt(best))
-    ray_runs = [sweep_runs[best]] + [_run(scenario, s, ray_spec, log) for s in seeds[1:]]
+    ray_runs = [sweep_runs[best]] + [run(s, ray_spec) for s in seeds[1:]]
     policies["ray_serve_llm_default"] = {**_entry(ray_spec, ray_runs, True), "target_ongoing_requests": best, "sweep": sweep}
 
-    ours_runs = [_run(scenario, s, SPECS["lorafleet"], log) for s in seeds]
+    ours_runs = [run(s, SPECS["lorafleet"]) for s in seeds]
     policies["lorafleet"] = _entry(SPECS["lorafleet"], ours_runs, True)
     policies["lorafleet_without_placement"] = _entry(
         SPECS["lorafleet_without_placement"],
-        [_run(scenario, s, SPECS["lorafleet_without_placement"], log) for s in seeds],
+        [run(s, SPECS["lorafleet_without_placement"]) for s in seeds],
         False,
     )
 
     llmd_spec = SPECS["llmd_lora_affinity"].format(target=_fmt(best))
     policies["llmd_lora_affinity"] = {
-        **_entry(llmd_spec, [_run(scenario, s, llmd_spec, log) for s in seeds], False),
+        **_entry(llmd_spec, [run(s, llmd_spec) for s in seeds], False),
         "target_ongoing_requests": best,
     }
     policies["adapters_free"] = _entry(
-        SPECS["adapters_free"], [_run(scenario, s, SPECS["adapters_free"], log) for s in seeds], False
+        SPECS["adapters_free"], [run(s, SPECS["adapters_free"]) for s in seeds], False
     )
 
     analytical: dict[str, list[dict[str, object]]] = {"bound": [], "per_adapter_deployments": []}
@@ -231,12 +245,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workload", required=True, type=Path)
     parser.add_argument("--seeds", help="comma-separated seeds (default: the scenario's)")
     parser.add_argument("--out", type=Path, help="default: bench/results/<scenario>.json next to the workload folder")
+    parser.add_argument("--cache", type=Path, help="keep each run's result here and reuse it (resume on the same code)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         scenario = load_scenario(args.workload)
         if args.seeds:
             scenario = dataclasses.replace(scenario, seeds=tuple(int(s) for s in args.seeds.split(",")))
-        doc = run_benchmark(scenario)
+        doc = run_benchmark(scenario, cache=args.cache)
     except (OSError, ValueError, TypeError) as e:
         print(f"autoscale: {e}", file=sys.stderr)
         return 2

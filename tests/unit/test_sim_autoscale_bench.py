@@ -33,7 +33,7 @@ def test_recovery_is_the_end_of_the_last_bucket_below_the_slo_after_the_crowd():
     assert recovery_s({}, at_s=0, end_s=1, width=10) is None
 
 
-def test_a_tiny_benchmark_writes_every_policy_the_issue_names(tmp_path, capsys):
+def _tiny(tmp_path):
     scenario = tmp_path / "autoscale-tiny.yaml"
     scenario.write_text(
         "fleet: {replicas: 2, cost_model: gpu_like, cost: {gpu_slots: 2, cpu_slots: 4}, startup_s: 10}\n"
@@ -43,6 +43,11 @@ def test_a_tiny_benchmark_writes_every_policy_the_issue_names(tmp_path, capsys):
         "ray_autoscaling: {max_replicas: 12}\n"
         "ray_targets: [4, 8]\n"
     )
+    return scenario
+
+
+def test_a_tiny_benchmark_writes_every_policy_the_issue_names(tmp_path, capsys):
+    scenario = _tiny(tmp_path)
     out = tmp_path / "r.json"
     assert main(["--workload", str(scenario), "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
@@ -57,3 +62,18 @@ def test_a_tiny_benchmark_writes_every_policy_the_issue_names(tmp_path, capsys):
     assert len(doc["expectations"]["lorafleet_recovery_s"]) == 3
     bound = doc["policies"]["bound"]["replica_seconds_per_1k_requests"]["median"]
     assert doc["policies"]["lorafleet"]["replica_seconds_per_1k_requests"]["min"] > bound
+
+
+def test_a_resumed_benchmark_reads_cached_runs_back_instead_of_simulating(tmp_path, monkeypatch, capsys):
+    import cluster.sim.autoscale as bench
+
+    scenario, cache = _tiny(tmp_path), tmp_path / "cache"
+    assert main(["--workload", str(scenario), "--out", str(tmp_path / "a.json"), "--cache", str(cache)]) == 0
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("simulated again")
+
+    monkeypatch.setattr(bench, "simulate", no_simulation)
+    assert main(["--workload", str(scenario), "--out", str(tmp_path / "b.json"), "--cache", str(cache)]) == 0
+    a, b = (json.loads((tmp_path / n).read_text())["policies"] for n in ("a.json", "b.json"))
+    assert a["lorafleet"]["replica_seconds_per_1k_requests"] == b["lorafleet"]["replica_seconds_per_1k_requests"]
