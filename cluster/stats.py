@@ -40,6 +40,7 @@ class ReplicaStats:
     desired: tuple[str, ...] = ()  # what the placement controller last asked this replica to hold
     unloadable: tuple[str, ...] = ()  # asked for but could not be loaded (deleted, corrupted): do not plan them
     healthy: bool = True
+    draining: bool = False  # being removed (scale-down): takes no new requests, finishes what it has
     pid: int = 0  # the replica's process on its node: for operators, and fault injection in tests
     started_at: float = 0.0  # unix time the replica's constructor began (recovery-time breakdown)
     ready_at: float = 0.0  # unix time its engine was serving

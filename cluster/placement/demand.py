@@ -40,6 +40,11 @@ class AdapterDemand:
     req_rate: float  # requests per second
     token_rate: float  # generated tokens per second
     window_s: float = 0.0
+    # Request rate over a long memory (the estimator's warm_half_life_s); 0: none.
+    # An adapter asked for once every few minutes has a short-window rate of
+    # about zero between requests, yet it is part of the working set that should
+    # stay warm in host memory when store reads are slow.
+    long_req_rate: float = 0.0
 
     def samples(self) -> float | None:
         """Requests the estimate rests on; None for an exact rate."""
@@ -55,14 +60,21 @@ class DemandEstimator:
     records counters.
     """
 
-    def __init__(self, half_life_s: float = 30.0) -> None:
+    def __init__(self, half_life_s: float = 30.0, long_half_life_s: float | None = None) -> None:
+        """`long_half_life_s`: also keep request rates over this much longer memory
+        (`AdapterDemand.long_req_rate`); None: no long memory."""
         if half_life_s <= 0:
             raise ValueError(f"half_life_s must be > 0, got {half_life_s}")
+        if long_half_life_s is not None and long_half_life_s <= 0:
+            raise ValueError(f"long_half_life_s must be > 0, got {long_half_life_s}")
         self.half_life_s = half_life_s
+        self.long_half_life_s = long_half_life_s
         self._last_ts: float | None = None
         self._elapsed = 0.0  # decayed elapsed time T
         self._requests: dict[str, float] = {}  # decayed request counts S
         self._tokens: dict[str, float] = {}
+        self._long_elapsed = 0.0
+        self._long_requests: dict[str, float] = {}
         # replica_id -> (requests counters, tokens counters) as last reported
         self._counters: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
 
@@ -111,9 +123,15 @@ class DemandEstimator:
             self._elapsed = self._elapsed * decay + dt
             _decay(self._requests, decay)
             _decay(self._tokens, decay)
+            if self.long_half_life_s is not None:
+                long_decay = 0.5 ** (dt / self.long_half_life_s)
+                self._long_elapsed = self._long_elapsed * long_decay + dt
+                _decay(self._long_requests, long_decay)
         for adapter, n in requests.items():
             if n > 0:
                 self._requests[adapter] = self._requests.get(adapter, 0.0) + n
+                if self.long_half_life_s is not None:
+                    self._long_requests[adapter] = self._long_requests.get(adapter, 0.0) + n
         for adapter, n in (tokens or {}).items():
             if n > 0:
                 self._tokens[adapter] = self._tokens.get(adapter, 0.0) + n
@@ -132,9 +150,15 @@ class DemandEstimator:
         if self._elapsed <= 0:
             return {}
         t = self._elapsed
-        names = set(self._requests).union(self._tokens)
+        long_t = self._long_elapsed
+        names = set(self._requests).union(self._tokens, self._long_requests)
         return {
-            a: AdapterDemand(self._requests.get(a, 0.0) / t, self._tokens.get(a, 0.0) / t, t)
+            a: AdapterDemand(
+                self._requests.get(a, 0.0) / t,
+                self._tokens.get(a, 0.0) / t,
+                t,
+                self._long_requests.get(a, 0.0) / long_t if long_t > 0 else 0.0,
+            )
             for a in sorted(names)
         }
 
@@ -142,8 +166,12 @@ class DemandEstimator:
         if self._elapsed <= 0:
             return AdapterDemand(0.0, 0.0)
         t = self._elapsed
+        long_t = self._long_elapsed
         return AdapterDemand(
-            self._requests.get(adapter, 0.0) / t, self._tokens.get(adapter, 0.0) / t, t
+            self._requests.get(adapter, 0.0) / t,
+            self._tokens.get(adapter, 0.0) / t,
+            t,
+            self._long_requests.get(adapter, 0.0) / long_t if long_t > 0 else 0.0,
         )
 
     def _prune(self) -> None:
@@ -151,6 +179,8 @@ class DemandEstimator:
         for a in cold:
             del self._requests[a]
             self._tokens.pop(a, None)
+        for a in [a for a, s in self._long_requests.items() if s < _FORGET_BELOW]:
+            del self._long_requests[a]
         orphans = [a for a, s in self._tokens.items() if s < _FORGET_BELOW and a not in self._requests]
         for a in orphans:
             del self._tokens[a]

@@ -19,6 +19,7 @@ except `time.perf_counter` to time the planner's pass for metrics.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from cluster.placement.demand import DemandEstimator
 from cluster.placement.planner import (
@@ -42,9 +43,15 @@ class PlacementLoop:
     of the last planning pass, for a duration metric), `plans` (passes so far).
     """
 
-    def __init__(self, settings: PlacementSettings | None = None) -> None:
+    def __init__(
+        self, settings: PlacementSettings | None = None, costs: Mapping[str, float] | None = None
+    ) -> None:
+        """`costs`: adapter -> relative LoRA step cost (`cluster.lora_cost`, from
+        each adapter's rank and target modules); unknown adapters count 1.0. The
+        caller may replace the mapping (`loop.costs = ...`) as adapters come."""
         self.settings = settings or PlacementSettings()
-        self.estimator = DemandEstimator(self.settings.half_life_s)
+        self.costs: Mapping[str, float] = costs or {}
+        self.estimator = DemandEstimator(self.settings.half_life_s, self.settings.warm_half_life_s)
         self.desired = DesiredPlacement()
         self.last_actions: list[Action] = []
         self.last_plan_s = 0.0
@@ -68,11 +75,7 @@ class PlacementLoop:
         and plan if a period has passed (or `force_plan`). Returns whether it
         planned. Call it at least as often as replicas report: the estimate only
         sees counters at ticks."""
-        fleet = self.fleet(now)
-        for rid in [rid for rid in self._latest if rid not in fleet]:
-            del self._latest[rid]
-            self.estimator.forget(rid)
-        self.estimator.observe(fleet.values(), now)
+        fleet = self.observe(now)
         if self._next_plan is None:
             self._next_plan = now + self.settings.period_s
         if not force_plan and now < self._next_plan:
@@ -81,6 +84,17 @@ class PlacementLoop:
         self.replan(fleet)
         return True
 
+    def observe(self, now: float) -> dict[str, ReplicaStats]:
+        """Drop silent replicas and fold the latest reports into the demand estimate,
+        without planning (tick does this first; an autoscaler that only needs the
+        demand model can call it alone). Returns the fleet it observed."""
+        fleet = self.fleet(now)
+        for rid in [rid for rid in self._latest if rid not in fleet]:
+            del self._latest[rid]
+            self.estimator.forget(rid)
+        self.estimator.observe(fleet.values(), now)
+        return fleet
+
     def replan(self, fleet: dict[str, ReplicaStats]) -> DesiredPlacement:
         """Plan against `fleet` with the current estimate; becomes `desired`."""
         started = time.perf_counter()
@@ -88,7 +102,7 @@ class PlacementLoop:
         # estimate until it decays, but placing it would only waste a slot.
         unloadable = {a for s in fleet.values() for a in s.unloadable}
         rates = {a: r for a, r in self.estimator.rates().items() if a not in unloadable}
-        snapshot = PlacementSnapshot(fleet.values(), rates)
+        snapshot = PlacementSnapshot(fleet.values(), rates, self.costs)
         self.desired = plan(snapshot, self.settings, self.desired if self.plans else None)
         self.last_plan_s = time.perf_counter() - started
         self.last_actions = diff(self.desired, fleet)

@@ -22,12 +22,17 @@ One planning pass, in order (each step's why is in its method's docstring):
                tolerance band to replicas with free slots (a new or recovered
                replica fills up here), each move strictly evening out the pair.
 6. warm     -- adapters without a GPU copy get up to `warm_copies` copies in host
-               memory, kept where they already are, else on the least-loaded
-               replicas with room.
+               memory, by request rate over the long memory (warm_half_life_s),
+               kept where they already are, else on the least-loaded replicas
+               with room.
 
-Expected load: a GPU copy of adapter a carries w_a / copies_a of the fleet's token
-rate (the router spreads an adapter's requests over its holders), a CPU copy all of
-w_a. Tiers follow vLLM: `gpu_slots` is max_loras; `cpu_slots` is max_cpu_loras,
+Expected load: a GPU copy of adapter a carries w_a / copies_a of the fleet's
+demand weight (the router spreads an adapter's requests over its holders), a CPU
+copy all of w_a. The weight w_a is the adapter's token rate times its relative LoRA
+step cost (`PlacementSnapshot.costs`, 1.0 when unknown): a rank-64 adapter on all
+seven projections slows every step it is in ~3.8x as much as a rank-8 q/v one, so
+it counts for that much more when copies are counted and replicas balanced
+(cost-aware packing). Tiers follow vLLM: `gpu_slots` is max_loras; `cpu_slots` is max_cpu_loras,
 which counts the adapters in GPU slots too, so a replica can hold `cpu_slots -
 gpu_slots` adapters warm in host memory only. `ReplicaPlacement.cpu` lists those
 host-only adapters, disjoint from `gpu`, as `ReplicaStats.cpu_resident` does.
@@ -121,16 +126,22 @@ class DesiredPlacement(Mapping[str, ReplicaPlacement]):
 class PlacementSnapshot:
     """What the planner sees: the latest stats of every replica the controller
     counts as part of the fleet (it leaves out replicas that stopped reporting, or
-    passes them with healthy=False) and the demand estimate."""
+    passes them with healthy=False), the demand estimate, and each adapter's
+    relative LoRA step cost (`cluster.lora_cost`; missing: 1.0)."""
 
     replicas: tuple[ReplicaStats, ...]
     demand: Mapping[str, AdapterDemand]
+    costs: Mapping[str, float]
 
     def __init__(
-        self, replicas: Iterable[ReplicaStats], demand: Mapping[str, AdapterDemand]
+        self,
+        replicas: Iterable[ReplicaStats],
+        demand: Mapping[str, AdapterDemand],
+        costs: Mapping[str, float] | None = None,
     ) -> None:
         object.__setattr__(self, "replicas", tuple(replicas))
         object.__setattr__(self, "demand", demand)
+        object.__setattr__(self, "costs", costs or {})
 
 
 @dataclass(frozen=True)
@@ -175,9 +186,10 @@ def plan(
     """
     by_id = {s.replica_id: s for s in snapshot.replicas}
     result = {rid: EMPTY for rid in sorted(by_id)}
-    healthy = [by_id[rid] for rid in sorted(by_id) if by_id[rid].healthy]
+    # A draining replica is leaving: plan nothing on it, so its adapters re-home now.
+    healthy = [by_id[rid] for rid in sorted(by_id) if by_id[rid].healthy and not by_id[rid].draining]
     if healthy:
-        result.update(_Pass(healthy, snapshot.demand, settings, previous).run())
+        result.update(_Pass(healthy, snapshot.demand, settings, previous, snapshot.costs).run())
     return DesiredPlacement(result)
 
 
@@ -198,6 +210,7 @@ class _Pass:
         demand: Mapping[str, AdapterDemand],
         settings: PlacementSettings,
         previous: DesiredPlacement | None,
+        costs: Mapping[str, float] | None = None,
     ) -> None:
         self.settings = settings
         self.h = settings.hysteresis
@@ -236,16 +249,18 @@ class _Pass:
                 self.obs_cpu.setdefault(a, []).append(s.replica_id)
 
         # Demand weight: token rate (what occupies a batch), or request rate when no
-        # replica reports tokens.
+        # replica reports tokens, times the adapter's relative step cost.
         use_tokens = sum(d.token_rate for d in demand.values()) > 0
+        costs = costs or {}
         self.weight = {
-            a: (d.token_rate if use_tokens else d.req_rate) for a, d in demand.items()
+            a: (d.token_rate if use_tokens else d.req_rate) * costs.get(a, 1.0) for a, d in demand.items()
         }
         self.demand = demand
         pins = settings.pins
         self.pins = pins
+        floor = settings.demand_floor
         self.eligible = sorted(
-            {a for a, d in demand.items() if d.req_rate > settings.demand_floor}.union(pins)
+            {a for a, d in demand.items() if d.req_rate > floor or d.long_req_rate > floor}.union(pins)
         )
         for a in pins:
             self.weight.setdefault(a, 0.0)
@@ -463,14 +478,14 @@ class _Pass:
         it lands on: with two warm replicas the router can pick the one less busy.
 
         Same steps as the GPU tier, for the same reasons: allocate copies in
-        priority order (incumbents' demand times h), copies that exist already
-        first, then first copies for everyone before second copies, while host
-        slots last (so noise in the tail's estimates does not move copies back and
-        forth); keep every allocated copy that
-        is already on a replica in host memory or a GPU slot (demoting a GPU copy
-        costs nothing); put the rest on the least-loaded replicas with room, each
-        copy carrying an equal share of its adapter's demand as load. Keeping
-        before placing means a newcomer never takes the room an incumbent needs.
+        priority order (incumbents' request rate times h, so noise in the tail's
+        estimates does not move copies back and forth), first copies for everyone
+        before second copies, while host slots last: no duplicate where one copy
+        will do; keep every allocated copy that is already on a replica in host
+        memory or a GPU slot (demoting a GPU copy costs nothing); put the rest on
+        the least-loaded replicas with room, each copy carrying an equal share of
+        its adapter's demand as load. Keeping before placing means a newcomer never
+        takes the room an incumbent needs.
         """
         placed_gpu = {a for rid in self.ids for a in self.gpu[rid]}
         candidates = [a for a in self.eligible if a not in placed_gpu]
@@ -488,20 +503,27 @@ class _Pass:
                 return a in self.prev_cpu or a in self.prev_gpu
             return bool(incumbents[a])
 
-        candidates.sort(key=lambda a: (-self._standing(a, incumbent(a)), a))
+        def warm_rate(a: str) -> float:
+            d = self.demand.get(a)
+            rate = max(d.req_rate, d.long_req_rate) if d is not None else 0.0
+            return rate * (self.h if incumbent(a) else 1.0)
+
+        # By request rate over the long memory (when there is one): the warm tier is
+        # about which adapters come back often enough to keep, not how many tokens
+        # they asked for in the last half-minute.
+        candidates.sort(key=lambda a: (-warm_rate(a), -self._standing(a, incumbent(a)), a))
         copies = dict.fromkeys(candidates, 0)
         limit = self.settings.warm_copies
-        for a in candidates:  # copies that exist already stay, while room lasts
-            keep = min(len(incumbents[a]), limit, room)
-            copies[a] = keep
-            room -= keep
-        for round_ in range(limit):  # then first copies for all, then second ones...
+        # First copies for everyone before anyone's second, existing or not: a
+        # second copy (even one already resident) never keeps an adapter out of
+        # host memory altogether, which with a slow store costs every one of its
+        # requests a read. Within a round, priority order decides.
+        for _ in range(limit):
             for a in candidates:
                 if room <= 0:
                     break
-                if copies[a] == round_:
-                    copies[a] += 1
-                    room -= 1
+                copies[a] += 1
+                room -= 1
         copy_load = {a: self.weight[a] / n for a, n in copies.items() if n}
 
         def add(a: str, rid: str) -> None:

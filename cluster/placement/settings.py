@@ -62,6 +62,12 @@ class PlacementSettings:
                           that one burst second does not reshuffle the fleet, short
                           enough that a popularity shift is acted on within a
                           minute.
+      warm_half_life_s -- a second, long memory of request rates, for which
+                          adapters stay warm in host memory: one asked for every
+                          few minutes has a 30 s rate of about zero between
+                          requests, yet with a slow store (seconds per read) it
+                          must not be dropped from the warm tier. Default 600 s;
+                          null: no long memory (the warm tier follows half_life_s).
 
     Replication:
       max_replicas_per_adapter -- cap on GPU copies of one adapter (None: up to the
@@ -110,6 +116,7 @@ class PlacementSettings:
     period_s: float = field(default=5.0, metadata={"description": "How often the placement controller plans, in seconds."})
     report_timeout_s: float = field(default=5.0, metadata={"description": "A replica silent for longer than this is left out of the plan (its adapters re-placed), in seconds."})
     half_life_s: float = field(default=30.0, metadata={"description": "Half-life of the per-adapter demand EWMA, in seconds."})
+    warm_half_life_s: float | None = field(default=600.0, metadata={"description": "Half-life of the long memory of request rates that decides which adapters stay warm in host memory, in seconds (null: none)."})
     max_replicas_per_adapter: int | None = field(default=None, metadata={"description": "Cap on GPU copies of one adapter (null: no cap)."})
     demand_floor: float = field(default=0.001, metadata={"description": "Requests/s below which an unpinned adapter is not placed (served on demand)."})
     reserve_gpu_slots: int = field(default=1, metadata={"description": "GPU slots per replica kept free of planned adapters, for the unplanned tail."})
@@ -127,6 +134,8 @@ class PlacementSettings:
             raise ValueError(f"report_timeout_s must be > 0, got {self.report_timeout_s}")
         if self.half_life_s <= 0:
             raise ValueError(f"half_life_s must be > 0, got {self.half_life_s}")
+        if self.warm_half_life_s is not None and self.warm_half_life_s <= 0:
+            raise ValueError(f"warm_half_life_s must be > 0 or None, got {self.warm_half_life_s}")
         if self.max_replicas_per_adapter is not None and self.max_replicas_per_adapter < 1:
             raise ValueError(
                 f"max_replicas_per_adapter must be >= 1 or None, got {self.max_replicas_per_adapter}"

@@ -21,7 +21,7 @@ from cluster.routing.baselines import (
     build_lora_affinity_llmd,
 )
 from cluster.routing.candidates import Candidate, Residency, ScoredCandidate, replica_load
-from cluster.routing.filters import Filter, HealthyFilter, LoadCapFilter, SpreadFilter
+from cluster.routing.filters import Filter, HealthyFilter, LoadCapFilter, SlotWaitFilter, SpreadFilter
 from cluster.routing.inflight import InflightTracker
 from cluster.routing.pickers import MaxScorePicker, Picker
 from cluster.routing.policy import ChainPolicy, RoutingPolicy, WeightedScorer
@@ -62,6 +62,7 @@ __all__ = [
     "Picker",
     "HomeScorer",
     "SlotScorer",
+    "SlotWaitFilter",
     "PlacementScorer",
     "Pow2Policy",
     "RandomPolicy",

@@ -53,7 +53,8 @@ class Pow2Policy:
     name = "pow2"
 
     def rank(
-        self, adapter: str | None, view: ClusterView, inflight: InflightTracker, rng: Random
+        self, adapter: str | None, view: ClusterView, inflight: InflightTracker, rng: Random,
+        waited_s: float = 0.0,
     ) -> list[str]:
         return _pow2(view.routable_ids, view, inflight, rng)
 
@@ -77,7 +78,8 @@ class MultiplexPolicy:
     name = "multiplex"
 
     def rank(
-        self, adapter: str | None, view: ClusterView, inflight: InflightTracker, rng: Random
+        self, adapter: str | None, view: ClusterView, inflight: InflightTracker, rng: Random,
+        waited_s: float = 0.0,
     ) -> list[str]:
         if not view.routable_ids:
             return []
@@ -103,7 +105,8 @@ class RandomPolicy:
         self.sample_k = sample_k
 
     def rank(
-        self, adapter: str | None, view: ClusterView, inflight: InflightTracker, rng: Random
+        self, adapter: str | None, view: ClusterView, inflight: InflightTracker, rng: Random,
+        waited_s: float = 0.0,
     ) -> list[str]:
         ids = view.routable_ids
         return rng.sample(ids, min(len(ids), self.sample_k))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from cluster.routing.candidates import Candidate
+from cluster.routing.view import is_routable
 
 
 class Filter(Protocol):
@@ -21,7 +22,7 @@ class Filter(Protocol):
 
 
 class HealthyFilter:
-    """Drop replicas that report themselves unhealthy.
+    """Drop replicas that report themselves unhealthy or draining.
 
     The view already leaves unhealthy replicas out of sampling; this filter states
     the rule in the chain, so a policy fed candidates some other way (a custom
@@ -33,7 +34,7 @@ class HealthyFilter:
     name = "healthy"
 
     def filter(self, candidates: list[Candidate]) -> list[Candidate]:
-        return [c for c in candidates if c.stats is None or c.stats.healthy]
+        return [c for c in candidates if c.stats is None or is_routable(c.stats)]
 
 
 class LoadCapFilter:
@@ -88,3 +89,32 @@ class SpreadFilter:
         min_load = min(c.load for c in candidates)
         limit = max(min_load + self.spread_threshold, min_load * self.spread_ratio)
         return [c for c in candidates if c.load <= limit]
+
+
+class SlotWaitFilter:
+    """Queue at the fleet rather than behind, or onto, a replica whose LoRA slots are
+    all busy.
+
+    Drops every candidate whose slots are all taken by other adapters' in-flight
+    requests (`Candidate.slot_wait`, from the router's own per-adapter count). When
+    that leaves nobody, the ranking is empty and the request waits at the router:
+    the simulator retries it whenever a request finishes; Ray Serve's router retries
+    a request its policy ranked no replica for, with backoff, as it does for a fleet
+    at max_ongoing_requests. Waiting is bounded: once a request has waited the
+    policy's patience (RoutingSettings.slot_wait_patience_s) it is ranked without
+    this filter, so in a deep overload it still goes somewhere.
+
+    Why: vLLM runs at most max_loras adapters in a batch, so a request sent to such a
+    replica waits there until one of those adapters has no request left, which
+    takes seconds when they keep getting requests, and it cannot move once sent. At
+    the router it goes to the first replica that frees a slot, or that runs its
+    adapter. A replica with a free slot elsewhere still takes it (a store read
+    there beats an unbounded wait for a slot): that is the slot scorer's rule,
+    made hard.
+    """
+
+    name = "slot_wait"
+    patient = True  # ChainPolicy skips it once a request has waited its patience_s
+
+    def filter(self, candidates: list[Candidate]) -> list[Candidate]:
+        return [c for c in candidates if not c.slot_wait]

@@ -32,16 +32,20 @@ class InflightTracker:
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
         self._adapters: dict[str, dict[str, int]] = {}
+        self._total = 0
 
     def on_assign(self, replica_id: str, adapter: str | None = None) -> None:
         """A request (for `adapter`) was sent to `replica_id`."""
         self._counts[replica_id] = self._counts.get(replica_id, 0) + 1
+        self._total += 1
         if adapter:
             per_adapter = self._adapters.setdefault(replica_id, {})
             per_adapter[adapter] = per_adapter.get(adapter, 0) + 1
 
     def on_finish(self, replica_id: str, adapter: str | None = None) -> None:
         """A request (for `adapter`) sent to `replica_id` finished, failed or was cancelled."""
+        if self._counts.get(replica_id, 0) > 0:
+            self._total -= 1
         _decrement(self._counts, replica_id)
         if adapter:
             per_adapter = self._adapters.get(replica_id)
@@ -59,11 +63,12 @@ class InflightTracker:
 
     def forget(self, replica_id: str) -> None:
         """Drop a replica that left the fleet (its requests will never finish here)."""
-        self._counts.pop(replica_id, None)
+        self._total -= self._counts.pop(replica_id, 0)
         self._adapters.pop(replica_id, None)
 
     def total(self) -> int:
-        return sum(self._counts.values())
+        """All in-flight requests, O(1)."""
+        return self._total
 
     def as_dict(self) -> dict[str, int]:
         """A copy of the non-zero counts, for metrics and debugging."""

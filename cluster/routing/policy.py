@@ -18,10 +18,13 @@ from cluster.routing.view import ClusterView
 class RoutingPolicy(Protocol):
     """Ranks replicas for one request.
 
-    `rank(adapter, view, inflight, rng)` returns replica ids, best first; possibly
-    fewer than the fleet (policies rank only what they considered), empty when no
-    replica may take the request (the caller falls back: retry with backoff, or
-    Overloaded). `adapter` None or "" is a base-model request.
+    `rank(adapter, view, inflight, rng, waited_s=0.0)` returns replica ids, best
+    first; possibly fewer than the fleet (policies rank only what they considered),
+    empty when no replica may take the request (the caller falls back: retry with
+    backoff, or Overloaded). `adapter` None or "" is a base-model request.
+    `waited_s` is how long the request has already waited at the router: a policy
+    may hold a request back for a better replica only so long (see
+    `ChainPolicy.patience_s`); callers that do not track it pass nothing.
 
     Why this shape: the view (stats snapshot + index) changes once per stats period
     and is built by the caller then; the in-flight tracker is the caller's live
@@ -39,6 +42,7 @@ class RoutingPolicy(Protocol):
         view: ClusterView,
         inflight: InflightTracker,
         rng: Random,
+        waited_s: float = 0.0,
     ) -> list[str]: ...
 
 
@@ -52,6 +56,9 @@ class ChainPolicy:
 
     Each scorer's output is clamped to [0, 1] and multiplied by its weight; a
     candidate's total is the sum. Zero-weight scorers are skipped (not computed).
+    Filters marked `patient` (they may leave nobody, to make a request wait for a
+    better replica) are skipped once the request has waited `patience_s` at the
+    router, so waiting is bounded.
     Cost per decision: O(n * (F + S) + n log n) for n sampled candidates, F filters
     and S scorers; with AffinitySampler n <= sample_k, independent of fleet size.
     """
@@ -64,10 +71,13 @@ class ChainPolicy:
         filters: Sequence[Filter],
         scorers: Sequence[WeightedScorer | tuple[float, Scorer]],
         picker: Picker,
+        patience_s: float = float("inf"),
     ) -> None:
         self.name = name
         self.sampler = sampler
         self.filters = tuple(filters)
+        self.impatient_filters = tuple(f for f in self.filters if not getattr(f, "patient", False))
+        self.patience_s = patience_s
         self.scorers = tuple(WeightedScorer(float(w), s) for w, s in scorers if w != 0)
         self.picker = picker
 
@@ -77,13 +87,15 @@ class ChainPolicy:
         view: ClusterView,
         inflight: InflightTracker,
         rng: Random,
+        waited_s: float = 0.0,
     ) -> list[ScoredCandidate]:
         """The full ranking with each candidate's total and per-scorer contributions
         (`parts`, keyed by scorer name): for logs, metrics and tests."""
         adapter = adapter or None
         ids = self.sampler.sample(adapter, view, rng)
         candidates = view.candidates(ids, adapter, inflight)
-        for f in self.filters:
+        filters = self.filters if waited_s < self.patience_s else self.impatient_filters
+        for f in filters:
             if not candidates:
                 return []
             candidates = f.filter(candidates)
@@ -104,5 +116,6 @@ class ChainPolicy:
         view: ClusterView,
         inflight: InflightTracker,
         rng: Random,
+        waited_s: float = 0.0,
     ) -> list[str]:
-        return [sc.replica_id for sc in self.decide(adapter, view, inflight, rng)]
+        return [sc.replica_id for sc in self.decide(adapter, view, inflight, rng, waited_s)]

@@ -10,7 +10,7 @@ from cluster.routing.baselines import (
     RandomPolicy,
     build_lora_affinity_llmd,
 )
-from cluster.routing.filters import Filter, HealthyFilter, LoadCapFilter, SpreadFilter
+from cluster.routing.filters import Filter, HealthyFilter, LoadCapFilter, SlotWaitFilter, SpreadFilter
 from cluster.routing.pickers import MaxScorePicker
 from cluster.routing.policy import ChainPolicy, RoutingPolicy
 from cluster.routing.sampling import AffinitySampler
@@ -33,7 +33,8 @@ def build_adapter_affinity(settings: RoutingSettings) -> ChainPolicy:
     O(sample_k) candidate sample.
 
     Chain: AffinitySampler(sample_k, holders_cap)
-      -> HealthyFilter -> [LoadCapFilter if load_cap] -> SpreadFilter
+      -> HealthyFilter -> [LoadCapFilter if load_cap] -> [SlotWaitFilter if
+         queue_when_slots_busy] -> SpreadFilter
       -> ResidencyScorer, LoadScorer, KVCacheScorer, PlacementScorer, HomeScorer,
          SlotScorer (weighted)
       -> MaxScorePicker.
@@ -43,6 +44,8 @@ def build_adapter_affinity(settings: RoutingSettings) -> ChainPolicy:
     filters: list[Filter] = [HealthyFilter()]
     if settings.load_cap is not None:
         filters.append(LoadCapFilter(settings.load_cap))
+    if settings.queue_when_slots_busy:
+        filters.append(SlotWaitFilter())
     filters.append(SpreadFilter(settings.spread_threshold, settings.spread_ratio))
     return ChainPolicy(
         "adapter_affinity",
@@ -57,6 +60,7 @@ def build_adapter_affinity(settings: RoutingSettings) -> ChainPolicy:
             (settings.weight_slots, SlotScorer()),
         ],
         picker=MaxScorePicker(),
+        patience_s=settings.slot_wait_patience_s,
     )
 
 

@@ -62,6 +62,16 @@ class RoutingSettings:
       load_cap          -- hard cap: drop candidates whose load exceeds it; None
                            (default) disables it, since Ray Serve's own
                            max_ongoing_requests already bounds a replica.
+      queue_when_slots_busy -- drop replicas whose LoRA slots all run other
+                           adapters (SlotWaitFilter); with none left the request
+                           waits at the router for a replica with room instead of
+                           queueing behind a full batch. Default True (simulator:
+                           bench/README.md).
+      slot_wait_patience_s -- ... for at most this long; then any replica. Default
+                           0.5 s, half the usual 1 s TTFT SLO: without a bound, a
+                           fleet short of slots kept requests waiting at the router
+                           behind ones nobody could take (simulator: 59% within the
+                           SLO against 70% without the filter and 82% with it).
 
     KV cache:
       kv_threshold      -- usage above which the KV score falls steeply, because
@@ -93,6 +103,8 @@ class RoutingSettings:
     spread_threshold: int = field(default=8, metadata={"description": 'Hot-adapter spreading: drop a candidate more than this many requests busier than the least-loaded one...'})
     spread_ratio: float = field(default=1.5, metadata={"description": '...and more than this multiple of its load.'})
     load_cap: int | None = field(default=None, metadata={"description": 'Drop candidates whose load exceeds this (null: off).'})
+    queue_when_slots_busy: bool = field(default=True, metadata={"description": "Wait at the router rather than send a request to a replica whose LoRA slots all run other adapters."})
+    slot_wait_patience_s: float = field(default=0.5, metadata={"description": "...for at most this long (seconds at the router); then any replica may take it."})
 
     kv_threshold: float = field(default=0.9, metadata={"description": 'KV-cache usage above which the KV score falls steeply.'})
 
@@ -119,6 +131,8 @@ class RoutingSettings:
             raise ValueError(f"spread_threshold must be >= 0, got {self.spread_threshold}")
         if self.spread_ratio < 1.0:
             raise ValueError(f"spread_ratio must be >= 1, got {self.spread_ratio}")
+        if self.slot_wait_patience_s < 0:
+            raise ValueError(f"slot_wait_patience_s must be >= 0, got {self.slot_wait_patience_s}")
         if self.load_cap is not None and self.load_cap < 0:
             raise ValueError(f"load_cap must be >= 0 or None, got {self.load_cap}")
         if not 0.0 < self.kv_threshold < 1.0:

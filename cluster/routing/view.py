@@ -26,13 +26,14 @@ _TIER_RESIDENCY = {
 
 
 def is_routable(stats: ReplicaStats) -> bool:
-    """The one definition of "may receive requests": the replica says it is healthy.
+    """The one definition of "may receive requests": the replica says it is healthy
+    and is not draining (being removed by a scale-down: it finishes what it has).
 
     A replica with no stats yet counts as routable (Ray Serve only lists replicas
     that are running); it is scored low on residency instead, so it is neither
     starved nor preferred blindly.
     """
-    return stats.healthy
+    return stats.healthy and not stats.draining
 
 
 class ClusterView:

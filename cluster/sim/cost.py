@@ -2,8 +2,12 @@
 
 A decode step of vLLM's continuous batching costs roughly a fixed part (weights read
 once per step), a part per sequence in the batch (attention over its KV cache,
-sampling) and a part per distinct LoRA adapter in the batch (the punica kernels
-gather one more set of LoRA weights). Prefill costs per prompt token. Moving an
+sampling), a part per distinct LoRA adapter in the batch (the punica kernels
+gather one more set of LoRA weights) and a part per sequence that runs a LoRA
+(its shrink/expand products). The two LoRA parts are per unit of an adapter's
+relative cost (`cluster.lora_cost`: 1.0 for rank 8 on q/v, more for larger ranks
+and more target modules), so a rank-64 seven-module adapter slows a step more than
+a rank-8 one. Prefill costs per prompt token. Moving an
 adapter costs a read from the store into host memory, then a copy into a GPU slot.
 Those few numbers are what decides whether a placement policy wins, so they are one
 frozen dataclass that can be calibrated from measurements (`from_json`).
@@ -17,6 +21,7 @@ keys are an error so a typo does not silently calibrate nothing):
       "step_base_s": 0.02276,
       "step_per_seq_s": 0.000238,
       "step_per_adapter_s": 0.002,
+      "step_per_lora_seq_s": 0.0,
       "prefill_per_token_s": 0.0001,
       "store_load_s": 0.15,
       "cpu_to_gpu_s": 0.01,
@@ -55,7 +60,8 @@ class CostModel:
 
     step_base_s: float = field(default=0.02276, metadata={"description": "Decode step time independent of the batch, s."})
     step_per_seq_s: float = field(default=0.000238, metadata={"description": "Added step time per sequence in the batch, s."})
-    step_per_adapter_s: float = field(default=0.002, metadata={"description": "Added step time per distinct adapter in the batch, s."})
+    step_per_adapter_s: float = field(default=0.002, metadata={"description": "Added step time per distinct adapter in the batch (per unit of relative LoRA cost), s."})
+    step_per_lora_seq_s: float = field(default=0.0, metadata={"description": "Added step time per sequence running a LoRA (per unit of relative LoRA cost), s."})
     prefill_per_token_s: float = field(default=0.0001, metadata={"description": "Prefill time per prompt token, added to the step that admits the request, s."})
     store_load_s: float = field(default=0.15, metadata={"description": "Reading an adapter from the store into host memory, s."})
     cpu_to_gpu_s: float = field(default=0.01, metadata={"description": "Copying an adapter from host memory into a GPU slot, s."})
@@ -78,9 +84,24 @@ class CostModel:
         if self.step_base_s + self.step_per_seq_s <= 0:
             raise ValueError("a decode step must take some time")
 
-    def step_s(self, batch: int, adapters: int) -> float:
-        """One decode step with `batch` sequences from `adapters` distinct adapters."""
-        return self.step_base_s + self.step_per_seq_s * batch + self.step_per_adapter_s * adapters
+    def step_s(self, batch: int, adapters: float, lora_seqs: float = 0.0) -> float:
+        """One decode step with `batch` sequences from `adapters` distinct adapters, of
+        which `lora_seqs` run a LoRA. Both LoRA counts are weighted by each adapter's
+        relative cost when adapters differ (a rank-64 adapter counts as several)."""
+        return (
+            self.step_base_s
+            + self.step_per_seq_s * batch
+            + self.step_per_adapter_s * adapters
+            + self.step_per_lora_seq_s * lora_seqs
+        )
+
+    def token_s_at_full_batch(self) -> float:
+        """Replica-seconds per generated token in the cheapest possible step: a full
+        batch (max_num_seqs) with no LoRA at all. No schedule in this cost model
+        produces a token for less, since step_s(b, 0) / b falls with b and every LoRA
+        term only adds: the basis of the replica lower bound (see simulator.py)."""
+        n = self.max_num_seqs
+        return self.step_s(n, 0) / n
 
     def capacity_rps(self, mean_prompt: float, mean_output: float, adapters_per_batch: int = 1) -> float:
         """Requests/s one replica sustains with a full batch and no adapter loads:

@@ -15,6 +15,15 @@ What it models, after vLLM:
 - Placement: the controller's desired set is preloaded in the background when a
   slot can be freed without disturbing running work, and desired GPU adapters are
   evicted by on-demand loads only when nothing else can go (a soft pin).
+- Adapter costs: each adapter may have its own relative step cost (rank and target
+  modules, `cluster.lora_cost`) and its own store read time (its size); both come
+  from the scenario's adapter catalog, defaults from the cost model.
+- Draining: a replica told to drain takes no new requests (the router stops seeing
+  it), finishes what it runs and holds, and then tells its host it is empty.
+
+The replica talks to the simulator only through `ReplicaHost` (scheduling its own
+events and reporting loads, busy time and completions), so it can be driven by
+anything that implements those five calls: a test, or another simulator.
 
 Why steps are simulated in runs ("macro-steps"): with a constant batch, the time to
 the next completion is known (k steps of equal length), so one event covers k steps.
@@ -28,14 +37,13 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 from cluster.sim.cost import CostModel
 from cluster.stats import ReplicaStats
 
-if TYPE_CHECKING:
-    from cluster.sim.simulator import Simulator
+_NO_COSTS: Mapping[str, float] = {}
 
 
 class SimRequest:
@@ -65,17 +73,50 @@ class SimRequest:
         self.finish_step = 0
 
 
+class ReplicaHost(Protocol):
+    """What a simulated replica needs from whoever runs it."""
+
+    def schedule_step(self, at: float, replica: SimReplica) -> None:
+        """Call `replica.step_done(at, epoch)` at `at` (with the replica's epoch now)."""
+
+    def schedule_load_done(self, at: float, replica: SimReplica) -> None:
+        """Call `replica.load_done(at)` at `at`."""
+
+    def count_load(self, now: float, *, store: bool, planned: bool) -> None:
+        """A load started: from the store (else host -> GPU); planned: nobody waits."""
+
+    def count_busy(self, start: float, end: float) -> None:
+        """The replica was stepping from `start` to `end`."""
+
+    def complete(self, req: SimRequest, now: float) -> None:
+        """`req` produced its last token at `now`."""
+
+
 # Load kinds: into a GPU slot on demand (requests wait for it), into a GPU slot or
 # host memory because the placement wants it (nothing waits).
 _URGENT, _BACKGROUND = 0, 1
 
 
 class SimReplica:
-    def __init__(self, replica_id: str, cost: CostModel, sim: Simulator) -> None:
+    """One engine replica. `costs` maps an adapter to its relative step cost (default
+    1.0), `load_s` to its store read time (default the cost model's)."""
+
+    def __init__(
+        self,
+        replica_id: str,
+        cost: CostModel,
+        host: ReplicaHost,
+        *,
+        costs: Mapping[str, float] = _NO_COSTS,
+        load_s: Mapping[str, float] = _NO_COSTS,
+    ) -> None:
         self.id = replica_id
         self.cost = cost
-        self.sim = sim
+        self.runner = host
+        self.costs = costs
+        self.load_s = load_s
         self.healthy = True
+        self.draining = False
         # residency, least recently used first
         self.gpu: OrderedDict[str, None] = OrderedDict()
         self.host: OrderedDict[str, None] = OrderedDict()
@@ -93,6 +134,10 @@ class SimReplica:
         self.running: list[tuple[int, int, SimRequest]] = []  # heap of (finish_step, id, req)
         self.running_per_adapter: dict[str | None, int] = {}
         self.n_running = 0
+        # LoRA work in the batch, in units of relative cost: over distinct adapters,
+        # and over sequences (see CostModel.step_s)
+        self.lora_adapters = 0.0
+        self.lora_seqs = 0.0
         self.tokens_done = 0
         # the current run of steps
         self.stepping = False
@@ -219,16 +264,16 @@ class SimReplica:
         cost = self.cost
         duration = 0.0
         if a not in self.host:
-            duration += cost.store_load_s
+            duration += self.load_s.get(a, cost.store_load_s)
             self.store_loads += 1
-            self.sim.count_load(now, store=True, planned=a not in self.waiting)
+            self.runner.count_load(now, store=True, planned=a not in self.waiting)
         if to_gpu:
             duration += cost.cpu_to_gpu_s
             self.gpu_loads += 1
-            self.sim.count_load(now, store=False, planned=a not in self.waiting)
+            self.runner.count_load(now, store=False, planned=a not in self.waiting)
         self.loading = a
         self.loading_to_gpu = to_gpu
-        self.sim.schedule_load_done(now + duration, self)
+        self.runner.schedule_load_done(now + duration, self)
 
     def load_done(self, now: float) -> None:
         a, to_gpu = self.loading, self.loading_to_gpu
@@ -278,7 +323,7 @@ class SimReplica:
             return
         self.run_steps = j
         self.epoch += 1
-        self.sim.schedule_step(self.run_start + self.run_prefill + j * self.run_step, self)
+        self.runner.schedule_step(self.run_start + self.run_prefill + j * self.run_step, self)
 
     def step_done(self, now: float, epoch: int) -> None:
         if epoch != self.epoch or not self.stepping:
@@ -286,11 +331,12 @@ class SimReplica:
         self.in_boundary = True
         self.stepping = False
         self.busy_s += now - self.run_start
-        self.sim.count_busy(self.run_start, now)
+        self.runner.count_busy(self.run_start, now)
         self.tokens_done += self.run_steps
         running = self.running
         done = self.tokens_done
         per_adapter = self.running_per_adapter
+        costs = self.costs
         while running and running[0][0] <= done:
             _, _, req = heapq.heappop(running)
             self.n_running -= 1
@@ -302,7 +348,11 @@ class SimReplica:
                 del per_adapter[a]
             if a is not None:
                 self.tokens_seen[a] += req.output
-            self.sim.complete(req, now)
+                k = costs.get(a, 1.0)
+                self.lora_seqs -= k
+                if not left:
+                    self.lora_adapters -= k
+            self.runner.complete(req, now)
         self.in_boundary = False
         self._start_load(now)
         self._boundary(now)
@@ -332,17 +382,22 @@ class SimReplica:
                 room -= 1
                 req.finish_step = self.tokens_done + req.output
                 heapq.heappush(self.running, (req.finish_step, req.id, req))
-                self.running_per_adapter[a] = self.running_per_adapter.get(a, 0) + 1
+                before = self.running_per_adapter.get(a, 0)
+                self.running_per_adapter[a] = before + 1
                 self.n_running += 1
                 prefill_tokens += req.prompt
                 admitted.append(req)
                 if a is not None:
                     self.gpu.move_to_end(a)
                     self.host.move_to_end(a)
+                    k = self.costs.get(a, 1.0)
+                    self.lora_seqs += k
+                    if not before:
+                        self.lora_adapters += k
         if self.n_running == 0:
+            self.lora_adapters = self.lora_seqs = 0.0  # no float drift across idle periods
             return
-        adapters = len(self.running_per_adapter) - (None in self.running_per_adapter)
-        step = cost.step_s(self.n_running, adapters)
+        step = cost.step_s(self.n_running, self.lora_adapters, self.lora_seqs)
         prefill = cost.prefill_per_token_s * prefill_tokens
         first = now + prefill + step
         for req in admitted:
@@ -353,13 +408,25 @@ class SimReplica:
         self.run_step = step
         self.run_steps = self.running[0][0] - self.tokens_done
         self.epoch += 1
-        self.sim.schedule_step(now + prefill + self.run_steps * step, self)
+        self.runner.schedule_step(now + prefill + self.run_steps * step, self)
 
     # ---- reporting -------------------------------------------------------------------
 
     def idle(self) -> bool:
         """Nothing under way: not stepping and not loading."""
         return not self.stepping and self.loading is None
+
+    def drained(self) -> bool:
+        """Draining and nothing left: no request running or waiting, no load under
+        way. The host may now remove it without losing anything."""
+        return self.draining and not self.n_running and not self.n_waiting and self.idle()
+
+    def drain(self, now: float) -> None:
+        """Stop preloading (the router already sends nothing new); what runs and what
+        waits here finishes."""
+        self.draining = True
+        self.background.clear()
+        self.queued = set(self.urgent)
 
     def stats(self, now: float, *, with_counters: bool = False) -> ReplicaStats:
         """What this replica would publish. The per-adapter counters (cumulative)
@@ -380,5 +447,6 @@ class SimReplica:
             per_adapter_tokens=dict(self.tokens_seen) if with_counters else {},
             adapter_loads=self.store_loads,
             healthy=self.healthy,
+            draining=self.draining,
             ts=now,
         )

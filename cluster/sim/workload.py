@@ -8,9 +8,12 @@ popularity ranks onto real adapter names).
 Model: Poisson arrivals at `rate`; each request's adapter drawn from a Zipf law
 over `adapters` (weight of popularity rank k is 1 / (k+1)^zipf_s: s = 0.5 is a
 flat-ish tail, 1.0 the classic long tail, 1.5 a few adapters take most traffic);
-prompt and output lengths from simple distributions. Two non-stationary scenarios:
-`drift` reshuffles which adapter holds which popularity rank every `every_s`, and
-`burst` makes a cold adapter suddenly take a `share` of all traffic at `at_s`.
+prompt and output lengths from simple distributions. Three non-stationary scenarios:
+`drift` reshuffles which adapter holds which popularity rank every `every_s`,
+`burst` makes a cold adapter suddenly take a `share` of all traffic at `at_s`, and
+`cycle` swings the arrival rate from `rate` up to `rate x peak` and back every
+`period_s` (a daily cycle, compressed; arrivals by thinning a Poisson process at
+the peak rate, so the arrival stream stays Poisson at every instant).
 
 Independent random streams (arrivals, adapters, lengths, drift) are seeded from
 `seed` separately, so e.g. changing the rate does not change which adapters the
@@ -103,6 +106,27 @@ class Burst:
 
 
 @dataclass(frozen=True)
+class Cycle:
+    """The arrival rate swings smoothly from the workload's `rate` (trough, t = 0) to
+    `rate x peak` (t = period_s / 2) and back (t = period_s), repeating:
+    rate(t) = rate x (1 + (peak - 1) x (1 - cos(2 pi t / period_s)) / 2)."""
+
+    period_s: float
+    peak: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.period_s <= 0 or self.peak < 1:
+            raise ValueError("cycle needs period_s > 0 and peak >= 1")
+
+    def factor(self, t: float) -> float:
+        return 1.0 + (self.peak - 1.0) * (1.0 - math.cos(2.0 * math.pi * t / self.period_s)) / 2.0
+
+    def mean_factor(self) -> float:
+        """The rate's average over a whole period, relative to the trough."""
+        return (1.0 + self.peak) / 2.0
+
+
+@dataclass(frozen=True)
 class WorkloadSpec:
     adapters: int = 1000
     zipf_s: float = 1.0
@@ -113,6 +137,7 @@ class WorkloadSpec:
     base_fraction: float = 0.0  # share of base-model requests (no adapter)
     drift: Drift | None = None
     burst: Burst | None = None
+    cycle: Cycle | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -139,14 +164,17 @@ class WorkloadSpec:
             data["drift"] = Drift(**data["drift"])
         if isinstance(data.get("burst"), Mapping):
             data["burst"] = Burst(**data["burst"])
+        if isinstance(data.get("cycle"), Mapping):
+            data["cycle"] = Cycle(**data["cycle"])
         return cls(**data)
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 
     def duration_s(self) -> float:
-        """Expected length of the arrival window."""
-        return self.requests / self.rate
+        """Expected length of the arrival window (with a cycle: exact for whole
+        periods)."""
+        return self.requests / (self.rate * (self.cycle.mean_factor() if self.cycle else 1.0))
 
 
 def adapter_names(n: int, prefix: str = "adapter-") -> list[str]:
@@ -182,9 +210,14 @@ def generate(spec: WorkloadSpec, names: Sequence[str] | None = None) -> Iterator
     drift = spec.drift
     next_drift = drift.every_s if drift else math.inf
 
+    cycle = spec.cycle
+    top = spec.rate * cycle.peak if cycle else spec.rate
     t = 0.0
     for _ in range(spec.requests):
-        t += arrivals.expovariate(spec.rate)
+        t += arrivals.expovariate(top)
+        if cycle is not None:  # thinning: keep a candidate with probability rate(t) / top
+            while arrivals.random() * cycle.peak > cycle.factor(t):
+                t += arrivals.expovariate(top)
         while t >= next_drift:
             _reshuffle(by_rank, drift.fraction, shuffle)  # type: ignore[union-attr]
             next_drift += drift.every_s  # type: ignore[union-attr]

@@ -154,7 +154,11 @@ class AdapterAwareRouter(FIFOMixin, RequestRouter):
         self._claims.expire()
         adapter = pending_request.metadata.multiplexed_model_id if pending_request is not None else ""
         view = self._current_view(candidate_replicas)
-        ranked = self._policy.rank(adapter or None, view, self._inflight, self._rng)
+        # how long this request has waited at the router: a policy may hold it back for
+        # a replica with a free LoRA slot only so long (RoutingSettings.slot_wait_patience_s)
+        created = getattr(pending_request, "created_at", None)
+        waited_s = max(0.0, time.time() - created) if created is not None else 0.0
+        ranked = self._policy.rank(adapter or None, view, self._inflight, self._rng, waited_s)
         by_id = self._by_id
         avoid = _avoided(pending_request)
         chosen = [[by_id[rid]] for rid in ranked if rid in by_id]

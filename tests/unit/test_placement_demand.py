@@ -142,3 +142,17 @@ def test_base_model_requests_are_not_demand_for_an_adapter():
     est.observe([report("r0", {"": 0, "a": 0}, {"": 0, "a": 0})], now=0.0)
     est.observe([report("r0", {"": 10, "a": 2}, {"": 500, "a": 100})], now=2.0)
     assert set(est.rates()) == {"a"}
+
+
+def test_the_long_memory_keeps_a_rare_adapters_rate_between_its_requests():
+    est = DemandEstimator(half_life_s=30, long_half_life_s=600)
+    est.add(0.0, {})
+    for t in range(60, 1201, 60):  # one request a minute
+        est.add(float(t) - 1, {})
+        est.add(float(t), {"rare": 1})
+    est.add(1259.0, {})  # just before the next one
+    d = est.rate("rare")
+    assert d.req_rate < 0.01  # the 30 s window has all but forgotten it
+    assert d.long_req_rate == pytest.approx(1 / 60, rel=0.25)
+    assert est.rates()["rare"].long_req_rate == d.long_req_rate
+    assert DemandEstimator(half_life_s=30).rate("x").long_req_rate == 0.0

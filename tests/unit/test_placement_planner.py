@@ -377,3 +377,52 @@ def test_ten_thousand_adapters_on_a_thousand_replicas_plan_in_well_under_a_secon
     assert time.perf_counter() - started < 5.0  # ~0.15 s on an idle core
     assert second == first
     assert sum(copies(first).values()) == 1000 * 7
+
+
+def test_a_draining_replica_gets_nothing_and_its_adapters_re_home():
+    replicas = fleet(3, gpu=2, cpu=4)
+    demand = tokens(a=300, b=200, c=100)
+    before = run(replicas, demand)
+    leaving = sorted(before, key=lambda rid: -len(before[rid].gpu))[0]
+    replicas = [ReplicaStats(s.replica_id, gpu_slots=2, cpu_slots=4, draining=s.replica_id == leaving) for s in replicas]
+    after = run(replicas, demand, previous=before)
+    assert after[leaving] == ReplicaPlacement()
+    assert set(copies(after)) == {"a", "b", "c"}
+
+
+@pytest.mark.parametrize(
+    ("costs", "expected"),
+    [
+        pytest.param({}, {"light": 2, "heavy": 2}, id="equal token rates, equal costs: two copies each"),
+        pytest.param({"heavy": 3.0}, {"light": 1, "heavy": 3}, id="rank-64-like adapter: 3x the step cost, 3 copies"),
+    ],
+)
+def test_copies_follow_token_rate_times_step_cost(costs, expected):
+    """Cost-aware packing: an adapter whose LoRA slows every step three times as
+    much carries three times the load at the same token rate."""
+    demand = tokens(light=100, heavy=100)
+    p = plan(PlacementSnapshot(fleet(4, gpu=2), demand, costs), PLAIN)
+    assert copies(p) == expected
+
+
+def test_warm_tier_gives_first_copies_before_keeping_an_existing_second_one():
+    """b has two warm copies from before; c has none. With room for only two warm
+    copies, c's first copy wins over b's second: no duplicate where one will do."""
+    two = PlacementSettings(reserve_gpu_slots=0, reserve_cpu_slots=0, warm_copies=2, confidence_z=0.0)
+    replicas = [
+        ReplicaStats("r0", gpu_slots=1, cpu_slots=2, gpu_resident=("a",), cpu_resident=("b",)),
+        ReplicaStats("r1", gpu_slots=1, cpu_slots=2, gpu_resident=("a",), cpu_resident=("b",)),
+    ]
+    p = run(replicas, tokens(a=800, b=100, c=50), two)
+    assert warm(p) == {"b": 1, "c": 1}
+
+
+def test_a_rarely_used_adapter_stays_warm_through_the_long_memory():
+    """Its 30 s rate is below the demand floor between requests; its long-memory
+    rate is not, so it keeps a warm copy (a slow store would charge every request)."""
+    settings = PlacementSettings(reserve_gpu_slots=0, reserve_cpu_slots=0, demand_floor=0.01)
+    demand = {"hot": AdapterDemand(10, 1000), "rare": AdapterDemand(0.0001, 0.01, long_req_rate=0.02)}
+    p = run(fleet(1, gpu=1, cpu=3), demand, settings)
+    assert copies(p) == {"hot": 1} and warm(p) == {"rare": 1}
+    forgotten = {"hot": AdapterDemand(10, 1000), "rare": AdapterDemand(0.0001, 0.01)}
+    assert "rare" not in run(fleet(1, gpu=1, cpu=3), forgotten, settings).table()

@@ -34,6 +34,7 @@ class FakeMetadata:
 class FakePending:
     metadata: FakeMetadata
     kwargs: dict = field(default_factory=dict)
+    created_at: float | None = None  # Ray's PendingRequest.created_at (time.time())
 
 
 def _replica(rid, gpu=(), running=0, **extra):
@@ -114,10 +115,25 @@ def test_a_replica_whose_slots_run_other_adapters_is_avoided_until_one_drains():
 
 
 def test_without_the_slot_scorer_the_busy_holder_wins():
-    """The same scene with weight_slots 0: what the slot signal changes."""
-    router = _router(weight_slots=0)
+    """The same scene with the slot signal off (scorer and filter): what it changes."""
+    router = _router(weight_slots=0, queue_when_slots_busy=False)
     replicas = _busy_slots_scene(router)
     assert _choose(router, replicas, "translator")[0][0].replica_id.unique_id == "a"
+
+
+def test_a_request_waits_at_the_router_for_a_free_slot_until_its_patience_runs_out():
+    """Both replicas' two slots run poet and haiku: a fresh translator request gets no
+    rank (Ray retries it); one created a second ago is ranked anyway."""
+    import time
+
+    router = _router(slot_wait_patience_s=0.5)
+    replicas = [_replica("a", gpu=["poet", "haiku"]), _replica("b", gpu=["poet", "haiku"])]
+    for i, rid in enumerate(("a", "a", "b", "b")):
+        router.on_request_routed(FakePending(FakeMetadata(("poet", "haiku")[i % 2], f"r{i}")), FakeReplicaID(rid), None)
+    fresh = FakePending(FakeMetadata("translator"), created_at=time.time())
+    old = FakePending(FakeMetadata("translator"), created_at=time.time() - 1.0)
+    assert asyncio.run(router.choose_replicas(replicas, fresh)) == []
+    assert len(asyncio.run(router.choose_replicas(replicas, old))) == 2
 
 
 def test_replicas_without_stats_are_still_routable_and_no_replicas_gives_no_ranks():

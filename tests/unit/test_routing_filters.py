@@ -1,10 +1,22 @@
-"""Filters: health, hard load cap, hot-adapter spreading."""
+"""Filters: health, hard load cap, waiting for a free LoRA slot, hot-adapter spreading."""
 
 from __future__ import annotations
 
+from random import Random
+
 import pytest
 
-from cluster.routing import HealthyFilter, LoadCapFilter, Residency, SpreadFilter
+from cluster.routing import (
+    ClusterView,
+    HealthyFilter,
+    InflightTracker,
+    LoadCapFilter,
+    Residency,
+    RoutingSettings,
+    SlotWaitFilter,
+    SpreadFilter,
+    make_policy,
+)
 from cluster.routing.candidates import Candidate
 from cluster.stats import ReplicaStats
 
@@ -70,3 +82,34 @@ def test_spread_filter_never_drops_the_least_loaded():
     for loads in [(0, 100), (50, 1), (7, 7, 200, 3)]:
         kept = SpreadFilter(0, 1.0).filter(cands(*loads))
         assert min(c.load for c in kept) == min(loads)
+
+
+def test_slot_wait_filter_drops_replicas_whose_slots_run_other_adapters():
+    given = [
+        Candidate("busy", ReplicaStats("busy"), 3, Residency.FREE_SLOT, slot_wait=True),
+        Candidate("room", ReplicaStats("room"), 9, Residency.FREE_SLOT),
+    ]
+    assert ids(SlotWaitFilter().filter(given)) == ["room"]
+    assert SlotWaitFilter().filter(given[:1]) == []  # nobody: the request waits at the router
+
+
+@pytest.mark.parametrize(
+    ("waited_s", "expected"),
+    [
+        pytest.param(0.0, [], id="fresh request: waits at the router for a slot"),
+        pytest.param(0.49, [], id="still within its patience"),
+        pytest.param(0.5, ["r0", "r1"], id="patience used up: any replica"),
+    ],
+)
+def test_a_request_waits_for_a_free_slot_only_as_long_as_the_policy_is_patient(waited_s, expected):
+    """Both replicas run two other adapters on their two slots; adapter c waits."""
+    view = ClusterView([ReplicaStats(f"r{i}", gpu_slots=2, cpu_slots=4) for i in range(2)])
+    inflight = InflightTracker()
+    for rid in ("r0", "r1"):
+        inflight.on_assign(rid, "a")
+        inflight.on_assign(rid, "b")
+    policy = make_policy("adapter_affinity", RoutingSettings(slot_wait_patience_s=0.5))
+    assert sorted(policy.rank("c", view, inflight, Random(0), waited_s)) == expected
+    assert sorted(policy.rank("a", view, inflight, Random(0))) == ["r0", "r1"]  # a runs there
+    off = make_policy("adapter_affinity", RoutingSettings(queue_when_slots_busy=False))
+    assert sorted(off.rank("c", view, inflight, Random(0))) == ["r0", "r1"]

@@ -263,7 +263,7 @@ def test_settings_are_frozen():
 
 def test_settings_field_names_are_flat_scalars_for_the_config_mirror():
     for f in dataclasses.fields(RoutingSettings):
-        assert f.type in ("float", "int", "int | None"), f.name
+        assert f.type in ("float", "int", "int | None", "bool"), f.name
 
 
 @pytest.mark.parametrize(

@@ -114,3 +114,12 @@ def test_inflight_tracker_never_negative_and_forgets():
     t.on_assign("r1")
     t.forget("r1")
     assert t.count("r1") == 0 and t.as_dict() == {"r0": 1}
+
+
+def test_a_draining_replica_takes_no_new_requests_but_stays_in_the_view():
+    stats = [ReplicaStats("r0", gpu_slots=2, gpu_resident=("a",)),
+             ReplicaStats("leaving", gpu_slots=2, gpu_resident=("a",), draining=True)]
+    view = ClusterView(stats)
+    assert view.routable_ids == ("r0",)
+    assert view.holders("a") == ("r0",)
+    assert "leaving" in view

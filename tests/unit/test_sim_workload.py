@@ -9,6 +9,7 @@ import pytest
 
 from cluster.sim.workload import (
     Burst,
+    Cycle,
     Drift,
     LengthDist,
     Request,
@@ -126,3 +127,22 @@ def test_sweep_rates_run_up_to_the_maximum():
 def test_adapter_names_sort_in_index_order():
     names = adapter_names(12_000)
     assert names == sorted(names) and names[0] == "adapter-00000"
+
+
+def test_cycle_swings_the_arrival_rate_from_trough_to_peak_and_back():
+    spec = WorkloadSpec(adapters=10, rate=20.0, requests=50_000, cycle=Cycle(period_s=1000, peak=4.0), seed=8)
+    trace = list(generate(spec))
+    assert trace[-1].arrival_s == pytest.approx(spec.duration_s(), rel=0.03)  # one period: mean factor 2.5
+
+    def rate(lo: float, hi: float) -> float:
+        return sum(lo <= r.arrival_s < hi for r in trace) / (hi - lo)
+
+    assert rate(0, 50) == pytest.approx(20.0 * Cycle(1000, 4).factor(25), rel=0.1)
+    assert rate(475, 525) == pytest.approx(80.0, rel=0.1)  # the peak, rate x 4
+    assert rate(950, 1000) == pytest.approx(20.0 * Cycle(1000, 4).factor(975), rel=0.1)
+
+
+def test_cycle_keeps_the_adapter_sequence():
+    flat = WorkloadSpec(adapters=100, rate=10, requests=500, seed=2)
+    cycled = WorkloadSpec(adapters=100, rate=10, requests=500, seed=2, cycle=Cycle(period_s=100))
+    assert [r.adapter for r in generate(flat)] == [r.adapter for r in generate(cycled)]
