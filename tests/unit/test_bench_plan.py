@@ -8,7 +8,8 @@ from bench.harness.runner import BenchPlan, Variant, fleet_config
 from deployments.config import parse_config
 
 WORKLOADS = Path(__file__).resolve().parents[2] / "bench" / "workloads"
-LIVE_PLANS = sorted(p for p in WORKLOADS.glob("*.yaml") if not p.name.startswith("sim-"))
+# sim-* and autoscale-* are simulator scenarios (cluster.sim), not live plans
+LIVE_PLANS = sorted(p for p in WORKLOADS.glob("*.yaml") if not p.name.startswith(("sim-", "autoscale-")))
 
 
 @pytest.mark.parametrize("plan_file", LIVE_PLANS, ids=lambda p: p.stem)
