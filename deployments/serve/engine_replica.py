@@ -26,8 +26,10 @@ from ray.serve.handle import DeploymentHandle
 from deployments.adapter_store import open_adapter_store
 from deployments.config import LorafleetConfig
 from deployments.engine.base import VLLM_ENGINE, load_engine_factory
+from deployments.engine.cpu_binding import bind_engine_threads
 from deployments.engine.protocol import EngineCall
 from deployments.observability import metrics
+from deployments.serve.autoscaling_policy import TARGET_METRIC
 from deployments.serve.coalesce import coalesced
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,10 @@ class EngineReplica:
         replica_id = context.replica_id.unique_id
         node_id = ray.get_runtime_context().get_node_id()
         self._store = open_adapter_store(self.config)
+        self._target_replicas: int | None = None  # the fleet controller's autoscaling target, relayed to Ray Serve
+        d = self.config.deployment
+        cores = bind_engine_threads(d.cpu_binding, local_rank=_local_rank(context), replica_cpus=d.replica_cpus,
+                                    replica_gpus=d.replica_gpus, engine_threads=d.engine_threads)  # before the engine starts
         self.engine = load_engine_factory(engine_factory)(self.config, replica_id, node_id=node_id, store=self._store)
         await self.engine.start()
         self._ready_at = time.time()
@@ -50,7 +56,7 @@ class EngineReplica:
         self._gpus = metrics.GpuMonitor.for_replica(replica_id)  # None without a GPU: no GPU metrics
         self._background: set[asyncio.Task] = set()
         self._reporter = asyncio.get_running_loop().create_task(self._report_forever())
-        logger.info("engine replica %s ready on node %s", replica_id, node_id)
+        logger.info("engine replica %s ready on node %s (engine threads on cores %s)", replica_id, node_id, cores or "vLLM's choice")
 
     async def _report_forever(self) -> None:
         """Push stats to the fleet controller and the metrics gauges; a failed report is
@@ -65,6 +71,7 @@ class EngineReplica:
                 if self._controller is not None:
                     answer = await self._controller.report.remote(stats.to_dict(), self.engine.take_unservable())
                     self.engine.mark_unservable(answer.get("unservable", []))
+                    self._target_replicas = answer.get("target_replicas")
                     desired = answer.get("desired")
                     if desired is not None:
                         await self.engine.reconcile(desired["gpu"], desired["cpu"], self._store.resolve)
@@ -101,6 +108,11 @@ class EngineReplica:
     def record_routing_stats(self) -> dict:
         return self._stats().to_dict()
 
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Ray Serve's custom-metrics hook: the controller's target, for the engine
+        deployment's autoscaling policy (`deployments.serve.autoscaling_policy`)."""
+        return {TARGET_METRIC: float(self._target_replicas)} if self._target_replicas else {}
+
     async def stats(self) -> dict:
         return self._stats().to_dict()
 
@@ -114,3 +126,11 @@ class EngineReplica:
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.shutdown()
+
+
+def _local_rank(context) -> int | None:
+    """The replica's rank among this deployment's replicas on its node (Ray Serve's
+    ReplicaRank; None where Ray does not say)."""
+    rank = getattr(context, "rank", None)
+    local = getattr(rank, "local_rank", None)
+    return local if isinstance(local, int) else None
