@@ -7,6 +7,7 @@ running lorafleet deploys the same graph from the same validated schema.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from ray.serve import Application
@@ -15,6 +16,7 @@ from ray.serve.schema import LoggingConfig
 
 from deployments.config import LorafleetConfig, parse_config
 from deployments.tenancy.admission import ingress_admission_limit
+from deployments.serve.autoscaling_policy import POLICY_PATH
 from deployments.serve.controller import FleetController
 from deployments.serve.engine_replica import EngineReplica
 from deployments.serve.ingress import Ingress
@@ -50,6 +52,38 @@ def request_router_config(config: LorafleetConfig) -> RequestRouterConfig:
     )
 
 
+def autoscaling_for_controller(config: LorafleetConfig) -> dict | None:
+    """What the fleet controller needs to size the engine deployment (None: fixed size)."""
+    if not config.autoscaling.enabled:
+        return None
+    return {"settings": config.autoscaling.settings.model_dump(mode="json"),
+            "profile": dataclasses.asdict(config.replica_profile()),
+            "initial": config.deployment.num_replicas}
+
+
+def replica_count_options(config: LorafleetConfig) -> dict:
+    """The engine deployment's size: fixed, or Ray Serve autoscaling that follows the
+    fleet controller's decision (deployments.serve.autoscaling_policy). Ray's own
+    delays and factors stay neutral: the decision applies lorafleet's; the look-back
+    spans two stats reports, so a new target reaches Ray within seconds."""
+    d = config.deployment
+    if not config.autoscaling.enabled:
+        return {"num_replicas": d.num_replicas}
+    s = config.autoscaling.settings
+    return {
+        "autoscaling_config": {
+            "min_replicas": s.min_replicas,
+            "max_replicas": s.max_replicas,
+            "initial_replicas": d.num_replicas,
+            "upscale_delay_s": 0.0,
+            "downscale_delay_s": 0.0,
+            "look_back_period_s": 2 * d.stats_report_period_s,
+            "metrics_interval_s": d.stats_report_period_s,
+            "policy": {"policy_function": POLICY_PATH},
+        },
+    }
+
+
 def build_app(config: LorafleetConfig | dict) -> Application:
     """The application graph with vLLM engines (Ray calls builders with one argument)."""
     return build_graph(config)
@@ -64,9 +98,10 @@ def build_graph(config: LorafleetConfig | dict, *, engine_factory: str = VLLM_EN
     config_dict = config.model_dump(mode="json")
     d = config.deployment
     placement = config.placement.settings.model_dump(mode="json") if config.placement.enabled else None
-    controller = FleetController.options(ray_actor_options={"num_cpus": 0}, logging_config=CONTROLLER_LOGGING).bind(d.stats_report_period_s, placement)
+    controller = FleetController.options(ray_actor_options={"num_cpus": 0}, logging_config=CONTROLLER_LOGGING).bind(
+        d.stats_report_period_s, placement, autoscaling_for_controller(config))
     engine = EngineReplica.options(
-        num_replicas=d.num_replicas,
+        **replica_count_options(config),
         max_ongoing_requests=config.replica_max_ongoing_requests(),
         max_queued_requests=d.max_queued_requests,
         backpressure_config=SHED_WITH_RETRY_AFTER,
@@ -83,7 +118,7 @@ def build_graph(config: LorafleetConfig | dict, *, engine_factory: str = VLLM_EN
     ).bind(config_dict, controller, engine_factory)
     admitted = ingress_admission_limit(
         configured=d.ingress_max_ongoing_requests,
-        num_replicas=d.num_replicas,
+        num_replicas=config.max_engine_replicas(),
         max_ongoing_requests=config.replica_max_ongoing_requests(),
         max_queued_requests=d.max_queued_requests,
     )

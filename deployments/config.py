@@ -29,6 +29,7 @@ from pydantic import (
 
 from adapters.config_files import field_problems, read_yaml
 from adapters.validation import FORBIDDEN_TARGET_MODULES, PROJECTION_MODULES
+from cluster.autoscaling.settings import AutoscalingSettings, ReplicaProfile
 from cluster.placement.settings import PlacementSettings
 from cluster.routing.registry import POLICIES
 from cluster.routing.settings import RoutingSettings
@@ -125,6 +126,12 @@ class DeploymentConfig(_Strict):
     )
     engine_threads: int = Field(
         default=0, ge=0, description="CPU threads per engine (CPU backend only); 0 lets vLLM decide."
+    )
+    cpu_binding: Literal["per_replica", "auto", "none"] = Field(
+        default="per_replica",
+        description="CPU backend only: where each engine's OpenMP threads run. per_replica: replica k on this "
+        "node gets its own cores (ceil(replica_cpus) of them, wrapping when the node has fewer), so engines stop "
+        "sharing one core; auto: vLLM's own binding (every engine on a node picks the same cores); none: no binding.",
     )
 
 
@@ -392,6 +399,38 @@ class PlacementConfig(_Strict):
         return PlacementSettings(**self.settings.model_dump())
 
 
+AutoscalingSettingsModel = _model_of(AutoscalingSettings, "AutoscalingSettingsModel")
+# One replica's step costs for sizing; its batch and slot sizes come from `engine`.
+_FROM_ENGINE = {"max_num_seqs": "max_num_seqs", "gpu_slots": "max_loras", "cpu_slots": "max_cpu_loras"}
+StepCostsModel = create_model(
+    "StepCostsModel", __base__=_Strict,
+    **{f.name: (float, Field(default=f.default)) for f in dataclasses.fields(ReplicaProfile) if f.name not in _FROM_ENGINE},
+)
+
+
+class AutoscalingConfig(_Strict):
+    enabled: bool = Field(
+        default=False,
+        description="Size the engine deployment with lorafleet's adapter-aware autoscaler (a Ray Serve custom "
+        "policy fed by the fleet controller's demand model); needs placement.enabled. Off: "
+        "deployment.num_replicas engines, always. On: num_replicas is the initial count.",
+    )
+    settings: AutoscalingSettingsModel = Field(default_factory=AutoscalingSettingsModel, description="Knobs of the autoscaler.")
+    step_costs: StepCostsModel = Field(
+        default_factory=StepCostsModel,
+        description="What one replica's decode step costs (seconds), to size the fleet from the demand: measure "
+        "them for your GPU and model (python -m bench.engine_calibration). Defaults: the simulator's gpu_like model (an 8B model on an A100-class GPU, modelled, not measured).",
+    )
+
+    @model_validator(mode="after")
+    def _check_settings(self) -> "AutoscalingConfig":
+        self.autoscaling_settings()
+        return self
+
+    def autoscaling_settings(self) -> AutoscalingSettings:
+        return AutoscalingSettings(**self.settings.model_dump())
+
+
 class LorafleetConfig(_Strict):
     model: ModelConfig
     engine: EngineConfig = EngineConfig()
@@ -400,7 +439,31 @@ class LorafleetConfig(_Strict):
     server: ServerConfig = ServerConfig()
     routing: RoutingConfig = RoutingConfig()
     placement: PlacementConfig = PlacementConfig()
+    autoscaling: AutoscalingConfig = AutoscalingConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+
+    @model_validator(mode="after")
+    def _check_autoscaling(self) -> "LorafleetConfig":
+        if self.autoscaling.enabled:
+            if not self.placement.enabled:
+                raise ValueError("autoscaling.enabled needs placement.enabled: the autoscaler sizes the fleet from "
+                                 "the placement controller's per-adapter demand")
+            s = self.autoscaling.settings
+            if not s.min_replicas <= self.deployment.num_replicas <= s.max_replicas:
+                raise ValueError(f"deployment.num_replicas ({self.deployment.num_replicas}) is the initial count: it must "
+                                 f"be within autoscaling.settings min_replicas..max_replicas ({s.min_replicas}..{s.max_replicas})")
+        return self
+
+    def replica_profile(self) -> ReplicaProfile:
+        """One engine replica as the autoscaler sizes it: the engine's batch and slots,
+        the configured step costs."""
+        e = self.engine
+        return ReplicaProfile(max_num_seqs=e.max_num_seqs, gpu_slots=e.max_loras, cpu_slots=e.max_cpu_loras,
+                              **self.autoscaling.step_costs.model_dump())
+
+    def max_engine_replicas(self) -> int:
+        """The most engine replicas the fleet can have (sizes the ingress's hard cap)."""
+        return self.autoscaling.settings.max_replicas if self.autoscaling.enabled else self.deployment.num_replicas
 
     def replica_max_ongoing_requests(self) -> int:
         """Ray Serve's per-replica limit: as configured, else the engine's batch size."""

@@ -108,7 +108,7 @@ class ApiContext:
         what the ingress saw (PendingBills)."""
         while True:
             try:
-                reports = await self.fleet.take_aborted_usage(self.ingress_id, wait_s)
+                reports = await self.fleet.take_aborted_usage(self.ingress_id, wait_s, self.admission.held_back())
             except Exception as err:  # noqa: BLE001 - the controller restarts: try again
                 logger.warning("fetching aborted requests' usage from the fleet controller failed: %s", err)
                 reports = []
@@ -162,7 +162,7 @@ def build_context(
     limits = KeyLimits(requests_per_second=server.limits.requests_per_second,
                        tokens_per_minute=server.limits.tokens_per_minute)
     per_replica = config.replica_max_ongoing_requests()
-    admitted = ingress_admission_limit(configured=d.ingress_max_ongoing_requests, num_replicas=d.num_replicas,
+    admitted = ingress_admission_limit(configured=d.ingress_max_ongoing_requests, num_replicas=config.max_engine_replicas(),
                                        max_ongoing_requests=per_replica, max_queued_requests=d.max_queued_requests)
     ledger = open_ledger(config, store, on_write_failure=metrics.record_ledger_write_failure) if server.usage.enabled else None
     ctx = ApiContext(

@@ -181,6 +181,12 @@ PLACEMENT_DRIFT = _gauge(
     "lorafleet_controller_placement_drift_actions",
     "Actions between the desired and the observed placement after the last planning pass, by action and tier.",
     "action", "tier")
+AUTOSCALING_TARGET = _gauge(
+    "lorafleet_autoscaling_target_replicas",
+    "Engine replicas the adapter-aware autoscaler asks for (autoscaling.enabled), relayed to Ray Serve.")
+AUTOSCALING_NEED = _gauge(
+    "lorafleet_autoscaling_needed_replicas",
+    "Replicas the demand needs now (the binding one of compute, LoRA slots and host memory), before the forecast.")
 
 # ingress: the usage ledger and per-key limits (tenant = the key's tenant, bounded by the keys file)
 USAGE_REQUESTS = _counter(
@@ -637,6 +643,13 @@ def _action_keys(actions: Iterable[Any]) -> list[tuple[str, str]]:
     from cluster.placement.planner import Load
 
     return [("load" if isinstance(a, Load) else "unload", Tier(a.tier).value) for a in actions]
+
+
+def record_autoscaling(target: int, need: float | None) -> None:
+    """Hook for the fleet controller, after each autoscaling decision."""
+    metric(AUTOSCALING_TARGET).set(target)
+    if need is not None:
+        metric(AUTOSCALING_NEED).set(need)
 
 
 def record_placement_pass(duration_s: float, outstanding: Iterable[Any]) -> None:

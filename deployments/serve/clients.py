@@ -65,5 +65,5 @@ class RayFleetClient:
     async def placement(self) -> dict:
         return await self.controller.placement.remote()
 
-    async def take_aborted_usage(self, ingress_id: str, wait_s: float) -> list[AbortedUsage]:
-        return await self.controller.take_aborted_usage.remote(ingress_id, wait_s)
+    async def take_aborted_usage(self, ingress_id: str, wait_s: float, held_back: int = 0) -> list[AbortedUsage]:
+        return await self.controller.take_aborted_usage.remote(ingress_id, wait_s, held_back)

@@ -47,6 +47,17 @@ class AdmissionGate:
         self.limit = limit
         self.in_flight = 0
         self.refused = 0
+        self._refused_reported = 0
+
+    def waiting(self) -> int:
+        """Admitted requests without an engine seat now (0: the gate does not know seats)."""
+        return 0
+
+    def held_back(self) -> int:
+        """Demand the fleet is not serving now: requests waiting for a seat plus those
+        refused since the last call (the autoscaler's queue signal, via the controller)."""
+        refused, self._refused_reported = self.refused - self._refused_reported, self.refused
+        return self.waiting() + refused
 
     def try_enter(self) -> Ticket | None:
         if self.in_flight >= self.limit:
@@ -105,6 +116,9 @@ class LatencyBoundedGate(AdmissionGate):
     def set_slots(self, slots: int) -> None:
         """The engines' concurrency changed (replicas added or removed)."""
         self.slots = max(1, slots)
+
+    def waiting(self) -> int:
+        return max(0, self.in_flight - self.slots)
 
     def expected_wait_s(self) -> float:
         """How long a request arriving now would wait for an engine slot."""

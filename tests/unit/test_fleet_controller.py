@@ -63,3 +63,57 @@ def test_aborted_usage_reaches_the_ingress_that_holds_the_bill_and_no_other():
     mine, nothing, theirs = asyncio.run(scenario())
     assert [(r.request_id, r.prompt_tokens, r.completion_tokens) for r in mine] == [("r" * 32, 7, 3)]
     assert nothing == [] and [r.ingress_id for r in theirs] == ["ingress-b"]
+
+
+def _autoscaling(**settings):
+    from dataclasses import asdict
+
+    from cluster.autoscaling import ReplicaProfile
+
+    return {"settings": {"min_replicas": 1, "max_replicas": 3, "period_s": 0.01, "startup_s": 0.0,
+                         "downscale_delay_s": 0.05, **settings},
+            "profile": asdict(ReplicaProfile(max_num_seqs=4, gpu_slots=2, cpu_slots=4)), "initial": 1}
+
+
+def _busy(rid, requests, queue_len=0):
+    return ReplicaStats(replica_id=rid, gpu_slots=2, cpu_slots=4, per_adapter_requests=requests,
+                        per_adapter_tokens={a: 32 * n for a, n in requests.items()}, queue_len=queue_len).to_dict()
+
+
+def test_requests_the_ingresses_hold_back_raise_the_target_every_replica_relays():
+    async def scenario():
+        controller = Controller(report_period_s=0.01, placement={"period_s": 0.05, "report_timeout_s": 5},
+                                autoscaling=_autoscaling())
+        counts, answers = {"poet": 0}, []
+        for i in range(30):
+            counts = {"poet": counts["poet"] + 2}
+            await controller.take_aborted_usage("ingress-a", 0.0, held_back=40)  # 40 requests without a seat
+            answers.append(await controller.report(_busy("r1", counts)))
+            await asyncio.sleep(0.01)
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert answers[0]["target_replicas"] == 1  # the initial count until a decision
+    assert answers[-1]["target_replicas"] == 3  # the queue asks for more; capped at max_replicas
+
+
+def test_without_held_back_requests_or_demand_the_target_stays():
+    async def scenario():
+        controller = Controller(report_period_s=0.01, placement={"period_s": 0.05, "report_timeout_s": 5},
+                                autoscaling=_autoscaling())
+        answers = []
+        for _ in range(30):
+            await controller.take_aborted_usage("ingress-a", 0.0, held_back=0)
+            answers.append(await controller.report(_busy("r1", {})))
+            await asyncio.sleep(0.01)
+        return answers
+
+    assert {a["target_replicas"] for a in asyncio.run(scenario())} == {1}
+
+
+def test_without_autoscaling_no_target_is_handed_out():
+    async def scenario():
+        controller = Controller(report_period_s=0.01, placement={"period_s": 0.05, "report_timeout_s": 5})
+        return await controller.report(_busy("r1", {"poet": 1}))
+
+    assert "target_replicas" not in asyncio.run(scenario())
