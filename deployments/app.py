@@ -47,7 +47,8 @@ def request_router_config(config: LorafleetConfig) -> RequestRouterConfig:
         return RequestRouterConfig(request_routing_stats_period_s=routing.stats_period_s)
     return RequestRouterConfig(
         request_router_class=ROUTER_CLASS_PATH,
-        request_router_kwargs={"policy": routing.policy, "settings": routing.settings.model_dump()},
+        request_router_kwargs={"policy": routing.policy, "settings": routing.settings.model_dump(),
+                               "peers": config.deployment.ingress_replicas},
         request_routing_stats_period_s=routing.stats_period_s,
     )
 

@@ -101,10 +101,31 @@ class Claims:
         return len(self._claims)
 
 
+class PeerScaledInflight(InflightTracker):
+    """This router's in-flight counts, scaled to the whole fleet of routers.
+
+    Each ingress replica runs its own router, and a router sees only the requests it
+    chose until replica stats catch up (one stats period): with `peers` ingress
+    replicas sharing traffic evenly (Ray's proxies spread requests over them), the
+    others have sent about as many to each replica as this one. Counting own x peers
+    keeps a burst from piling onto an adapter's holder `peers` times over
+    (bench/two_ingress_burst.py); once stats report, `replica_load` takes the larger
+    of the two, so nothing is counted twice for long."""
+
+    def __init__(self, peers: int = 1) -> None:
+        super().__init__()
+        self.peers = max(1, peers)
+
+    def count(self, replica_id: str) -> int:
+        return super().count(replica_id) * self.peers
+
+
 class AdapterAwareRouter(FIFOMixin, RequestRouter):
-    def initialize_state(self, policy: str = "adapter_affinity", settings: dict[str, Any] | None = None, **_: Any) -> None:
+    def initialize_state(self, policy: str = "adapter_affinity", settings: dict[str, Any] | None = None,
+                         peers: int = 1, **_: Any) -> None:
+        """`peers`: how many routers share the traffic (the ingress replicas)."""
         self._policy = make_policy(policy, RoutingSettings(**(settings or {})))
-        self._inflight = InflightTracker()
+        self._inflight = PeerScaledInflight(peers)
         self._claims = Claims(self._inflight)
         self._routed: dict[str, tuple[str, str]] = {}  # internal request id -> (replica id, adapter)
         self._rng = random.Random()

@@ -221,3 +221,17 @@ def test_the_view_is_rebuilt_only_when_ray_hands_a_new_candidate_list():
     changed[1].routing_stats["ts"] = 2.0
     _choose(router, changed, "haiku", "x3")
     assert router._view is not view and router._parsed["a"][1] is view.stats("a")  # "a" not re-parsed
+
+
+def test_peer_aware_routers_split_a_burst_like_one_router_does():
+    """Two ingress replicas, one router each: a burst for a hot adapter split between
+    them. Counting only their own requests, each lets the holder take its own share
+    (14 of 32 here, against 9 with one router); scaled by the number of peers, the
+    pair spreads like one router."""
+    from bench.two_ingress_burst import burst
+
+    alone = burst(8, 1, 32, seed=1)["holder"]
+    blind = burst(8, 2, 32, seed=1, peer_aware=False)["holder"]
+    aware = burst(8, 2, 32, seed=1, peer_aware=True)["holder"]
+    assert blind > alone + 2  # the blind spot this fixes
+    assert aware <= alone
