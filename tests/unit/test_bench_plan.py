@@ -27,7 +27,7 @@ def test_variant_overrides_apply_on_top_of_the_plan_fleet(tmp_path):
     plan = BenchPlan.from_file(WORKLOADS / "placement-live.yaml")
     on, off = (parse_config(fleet_config(plan, v, tmp_path, tmp_path, 8000)) for v in plan.variants)
     assert (on.placement.enabled, off.placement.enabled) == (True, False)
-    assert on.deployment.num_replicas == off.deployment.num_replicas == 3  # the plan's fleet still applies
+    assert on.deployment.num_replicas == off.deployment.num_replicas == 2  # the plan's fleet still applies
 
 
 def test_bare_policy_name_is_a_variant_labelled_by_it():
