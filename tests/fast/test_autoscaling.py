@@ -85,7 +85,7 @@ def autoscaled(fast_fleet, demo_assets):
     from deployments.config import parse_config
 
     work = fast_fleet.work / "autoscale"
-    work.mkdir()
+    work.mkdir(exist_ok=True)
     port = int(fast_fleet.base_url.rsplit(":", 1)[1])
     config = fast_config(fast_fleet.store, demo_assets / "base", work, fast_fleet.work / "keys.yaml", port,
                          engine={"max_num_seqs": 4},

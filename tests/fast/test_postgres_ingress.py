@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import time
 
@@ -89,6 +90,9 @@ def pg_fleet(fast_fleet, postgres_server, demo_assets) -> PgFleet:
 
     postgres_server.create_database(POSTGRES_DATABASE)
     work = fast_fleet.work / "pg"
+    # The disruptive test runs last in the tier (tests/fast/conftest.py's ordering), so
+    # this module fixture can be set up a second time: start from an empty folder.
+    shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     keys_file = work / "keys.yaml"
     keys_file.write_text(yaml.safe_dump({"keys": [
