@@ -84,3 +84,10 @@ def test_notes_warn_when_serve_may_autoscale_beyond_what_the_groups_hold():
     assert "hold at most 2 engine replicas; Ray Serve may ask for 6" in notes
     values["autoscaling"]["engineReplicas"]["maxReplicas"] = 2
     assert "Ray Serve may ask for" not in render_chart(values).notes
+
+
+def test_two_autoscalers_for_the_engine_deployment_are_refused():
+    values = _values([_group("gpu", 1, 4, 4)], 2, serve_min=1)
+    values["lorafleet"]["autoscaling"] = {"enabled": True, "settings": {"min_replicas": 1, "max_replicas": 4}}
+    with pytest.raises(helm.HelmError, match="two autoscalers"):
+        render_chart(values)

@@ -138,6 +138,9 @@ values to change.
 {{- fail (printf "workerGroups: group names must be unique (got %s)" (join ", " $names)) }}
 {{- end }}
 {{- $as := .Values.autoscaling.engineReplicas }}
+{{- if and $as.enabled (($lf.autoscaling).enabled) }}
+{{- fail "autoscaling.engineReplicas.enabled and lorafleet.autoscaling.enabled are two autoscalers for one deployment: pick one (lorafleet.autoscaling sizes by the adapters' demand; autoscaling.engineReplicas is Ray Serve's default, on ongoing requests)" }}
+{{- end }}
 {{- if $as.enabled }}
 {{- if gt (int $as.minReplicas) (int $as.maxReplicas) }}
 {{- fail (printf "autoscaling.engineReplicas: minReplicas (%v) must be <= maxReplicas (%v)" $as.minReplicas $as.maxReplicas) }}
