@@ -9,6 +9,11 @@ one), and every replica Ray Serve restarts leaks another. Linux can deliver a si
 to a process when its parent dies (`prctl(PR_SET_PDEATHSIG)`); the EngineCore asks
 for SIGTERM, which vLLM's own handler turns into a clean engine shutdown.
 
+The clean shutdown can itself hang (seen in the test suite: an EngineCore whose replica
+was killed sat in vLLM's shutdown for half an hour, its worker still holding 1.7 GB), so
+a watchdog thread backs the signal up: once the process is orphaned it gives vLLM's
+shutdown `ORPHAN_GRACE_S`, then kills the engine's own child processes and exits.
+
 Called from lorafleet's vLLM general plugin (`deployments.engine.vllm_plugin.register`),
 which vLLM runs in every process it starts, including the EngineCore.
 """
@@ -21,10 +26,14 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
+import time
 
 logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+ORPHAN_GRACE_S = 20.0  # vLLM's own shutdown gets this long once the replica is gone
+ORPHAN_POLL_S = 1.0
 
 
 def is_engine_core_process() -> bool:
@@ -51,4 +60,25 @@ def arm_engine_core() -> None:
     """In a vLLM EngineCore process, arm the parent-death signal; elsewhere do nothing
     (a Ray worker must not die with the thread that forked it)."""
     if is_engine_core_process() and die_with_parent():
+        parent = multiprocessing.parent_process()
+        threading.Thread(target=exit_when_orphaned, args=(parent.pid,), name="lorafleet-orphan-watchdog",
+                         daemon=True).start()
         logger.debug("lorafleet: this EngineCore exits when its engine replica dies")
+
+
+def exit_when_orphaned(parent_pid: int, *, getppid=os.getppid, sleep=time.sleep) -> None:
+    """Wait until this process's parent is gone; after `ORPHAN_GRACE_S` for vLLM's own
+    shutdown (started by the parent-death signal), kill this process's children (the
+    engine's workers) and exit."""
+    while getppid() == parent_pid:
+        sleep(ORPHAN_POLL_S)
+    sleep(ORPHAN_GRACE_S)
+    logger.warning("lorafleet: the engine replica is gone and vLLM's shutdown did not finish in %.0f s: exiting",
+                   ORPHAN_GRACE_S)
+    for child in multiprocessing.active_children():
+        child.kill()
+    _exit_now()
+
+
+def _exit_now() -> None:
+    os._exit(1)

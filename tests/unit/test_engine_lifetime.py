@@ -22,14 +22,18 @@ PARENT = textwrap.dedent(
     """
     import multiprocessing, sys, time
 
-    def child():
-        from deployments.engine.lifetime import arm_engine_core
-        arm_engine_core()
+    def child(hang):
+        import signal
+        from deployments.engine import lifetime
+        lifetime.ORPHAN_GRACE_S = 1.0
+        lifetime.arm_engine_core()
+        if hang:  # stands in for a vLLM shutdown that never finishes
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         time.sleep(600)
 
     if __name__ == "__main__":
         ctx = multiprocessing.get_context("spawn")
-        p = ctx.Process(target=child, name=sys.argv[1])
+        p = ctx.Process(target=child, name=sys.argv[1], args=(sys.argv[2] == "hang",))
         p.start()
         print(p.pid, flush=True)
         time.sleep(600)
@@ -37,11 +41,11 @@ PARENT = textwrap.dedent(
 )
 
 
-def _spawn_family(tmp_path, child_name):
+def _spawn_family(tmp_path, child_name, mode="exit"):
     script = tmp_path / "parent.py"
     script.write_text(PARENT)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    parent = subprocess.Popen([sys.executable, str(script), child_name], stdout=subprocess.PIPE, text=True, env=env)
+    parent = subprocess.Popen([sys.executable, str(script), child_name, mode], stdout=subprocess.PIPE, text=True, env=env)
     child = psutil.Process(int(parent.stdout.readline()))
     time.sleep(1.5)  # let the child import and arm (it reports its pid at start)
     return parent, child
@@ -60,6 +64,13 @@ def test_engine_core_child_exits_when_its_parent_is_killed(tmp_path):
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     assert _gone(child, 15), "the EngineCore stand-in outlived its killed parent"
+
+
+def test_an_engine_core_whose_shutdown_hangs_still_exits_after_the_grace(tmp_path):
+    parent, child = _spawn_family(tmp_path, "EngineCore", mode="hang")
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    assert _gone(child, 15), "an EngineCore ignoring SIGTERM outlived its killed parent"
 
 
 def test_other_children_are_not_armed(tmp_path):
