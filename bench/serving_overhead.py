@@ -165,6 +165,57 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
+# Which part of the serving path a process is, by its title (Ray and vLLM name their processes).
+COMPONENTS = (("VLLM::EngineCore", "vLLM engine core"), ("VLLM::Worker", "vLLM worker (model)"),
+              ("ServeReplica:lorafleet:EngineReplica", "lorafleet engine replica (Ray actor)"),
+              ("ServeReplica:lorafleet:Ingress", "lorafleet ingress (Ray actor)"),
+              ("ProxyActor", "Ray Serve HTTP proxy"), ("ServeController", "Ray Serve controller"),
+              ("FleetController", "lorafleet fleet controller"),
+              ("raylet", "Ray raylet"), ("gcs_server", "Ray GCS"), ("DashboardAgent", "Ray dashboard/metrics agent"),
+              ("vllm.entrypoints", "vLLM OpenAI server (API process)"), ("deployments.cli", "lorafleet serve (driver)"))
+
+
+def _component(process) -> str:
+    try:
+        title = " ".join(process.cmdline()) or process.name()
+    except Exception:  # noqa: BLE001 - gone, or not ours to read
+        return "other"
+    for marker, name in COMPONENTS:
+        if marker in title:
+            return name
+    return "other"
+
+
+def cpu_seconds(root_pid: int) -> dict[str, float]:
+    """User+system CPU seconds so far of every process in the server's tree, by component."""
+    import psutil
+
+    try:
+        root = psutil.Process(root_pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return {}
+    out: dict[str, float] = {}
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        name = _component(process)
+        out[name] = out.get(name, 0.0) + times.user + times.system
+    return out
+
+
+def cpu_split(before: dict[str, float], after: dict[str, float], tokens: int) -> dict:
+    """CPU ms per output token, by component, between two `cpu_seconds` samples (a
+    process that started in between counts from zero)."""
+    per = {name: after[name] - before.get(name, 0.0) for name in after}
+    total = sum(v for v in per.values() if v > 0)
+    return {"cpu_s": round(total, 2), "cpu_ms_per_token": round(1000 * total / max(tokens, 1), 2),
+            "by_component_ms_per_token": {name: round(1000 * v / max(tokens, 1), 3)
+                                          for name, v in sorted(per.items(), key=lambda kv: -kv[1]) if v > 0.005}}
+
+
 def run_server(kind: str, config: dict, adapters: list[str], adapter_dir: Path, cells: list[tuple[int, bool]],
                args, round_no: int) -> dict:
     log = REPO / ".bench-assets" / "logs" / f"serving-overhead-{kind}-{round_no}.log"
@@ -176,8 +227,12 @@ def run_server(kind: str, config: dict, adapters: list[str], adapter_dir: Path, 
         results = {}
         for concurrency, stream in cells:
             cell = f"{'stream' if stream else 'json'}-{concurrency}"
+            before = cpu_seconds(server.process.pid)
             results[cell] = asyncio.run(drive(server.base_url, adapters, concurrency=concurrency, stream=stream,
                                               seconds=args.seconds, warmup_s=args.warmup, seed=round_no * 100 + concurrency))
+            # CPU of the whole cell (warm-up and drain included) over the tokens of its
+            # measured window: an upper estimate per token, the same for both servers.
+            results[cell]["cpu"] = cpu_split(before, cpu_seconds(server.process.pid), results[cell]["output_tokens"])
             print(f"round {round_no} {kind:9s} {cell:10s} {results[cell]}", flush=True)
         return results
     finally:
