@@ -64,3 +64,15 @@ def test_each_replica_on_a_node_gets_its_own_cores():
     assert binding_mask("per_replica", local_rank=1, replica_cpus=1.0, engine_threads=0, available=[0, 1]) == "1"
     assert binding_mask("auto", local_rank=1, replica_cpus=1.0, engine_threads=0, available=[0, 1]) is None
     assert binding_mask("none", local_rank=1, replica_cpus=1.0, engine_threads=0, available=[0, 1]) == "nobind"
+
+
+def test_pow2_is_ray_serves_own_router_untouched_and_the_others_run_lorafleets(tmp_path):
+    from deployments.app import request_router_config
+    from deployments.serve.router import ROUTER_CLASS_PATH
+
+    ray_default = request_router_config(parse_config(_config(tmp_path, routing={"policy": "pow2"})))
+    assert ray_default.request_router_class == type(request_router_config(parse_config(_config(tmp_path)))).model_fields[
+        "request_router_class"].default  # Ray's default class, no kwargs of ours
+    assert not ray_default.request_router_kwargs
+    ours = request_router_config(parse_config(_config(tmp_path, routing={"policy": "multiplex"})))
+    assert ours.request_router_class == ROUTER_CLASS_PATH and ours.request_router_kwargs["policy"] == "multiplex"
