@@ -3,6 +3,14 @@
 Used by `lorafleet serve`, by the tests, and by a RayService's `serveConfigV2`
 (`import_path: deployments.app:build_app`, `args:` = the config), so every way of
 running lorafleet deploys the same graph from the same validated schema.
+
+The graph: one ingress; one engine deployment per base model (`EngineReplica` for the
+first, `EngineReplica-<slug>` for the others), each with its own request router (Ray
+Serve makes one per deployment handle) and its own replica count and resources (a
+tensor-parallel base gets a placement group per replica, `engine.resources`); one
+fleet controller, which keeps one placement loop per base (replicas say which base
+they serve). The ingress maps a request's `model` to (base, adapter) and calls that
+base's deployment, so an adapter only ever reaches its own base's engines.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from deployments.serve.engine_replica import EngineReplica
 from deployments.serve.ingress import Ingress
 from deployments.serve.router import ROUTER_CLASS_PATH
 from deployments.engine.base import VLLM_ENGINE
+from deployments.engine.resources import replica_resources
 from deployments.engine.vllm_engine import engine_environment
 
 APP_NAME = "lorafleet"
@@ -28,16 +37,52 @@ SHED_WITH_RETRY_AFTER = BackpressureConfig(status_code=503, retry_after_s=1)
 logger = logging.getLogger(__name__)
 
 
-def request_router_config(config: LorafleetConfig) -> RequestRouterConfig:
-    """`pow2` is Ray Serve's own default router, untouched (the honest baseline); every
-    other policy runs in lorafleet's router over the same replica stats."""
-    routing = config.routing
+def request_router_config(view: LorafleetConfig) -> RequestRouterConfig:
+    """One base's router (`view` = `config.for_base(name)`). `pow2` is Ray Serve's own
+    default router, untouched (the honest baseline); every other policy runs in
+    lorafleet's router over the same replica stats."""
+    routing = view.routing
     if routing.policy == "pow2":
         return RequestRouterConfig(request_routing_stats_period_s=routing.stats_period_s)
     return RequestRouterConfig(
         request_router_class=ROUTER_CLASS_PATH,
-        request_router_kwargs={"policy": routing.policy, "settings": routing.settings.model_dump()},
+        request_router_kwargs={"policy": routing.policy, "settings": routing.settings.model_dump(),
+                               "base": view.model.served_name},
         request_routing_stats_period_s=routing.stats_period_s,
+    )
+
+
+def engine_deployment_options(config: LorafleetConfig, served_name: str) -> dict:
+    """The Ray Serve options of one base's engine deployment: its name, replica count,
+    limits, router and resources (a placement group for a parallel engine)."""
+    view = config.for_base(served_name)
+    d = view.deployment
+    resources = replica_resources(view)
+    resources["ray_actor_options"]["runtime_env"] = {"env_vars": engine_environment(view)}
+    return dict(
+        name=config.engine_deployment_name(served_name),
+        num_replicas=d.num_replicas,
+        max_ongoing_requests=view.replica_max_ongoing_requests(),
+        max_queued_requests=d.max_queued_requests,
+        backpressure_config=SHED_WITH_RETRY_AFTER,
+        health_check_period_s=d.health_check_period_s,
+        health_check_timeout_s=max(30.0, 3 * d.health_check_period_s),
+        graceful_shutdown_timeout_s=10,
+        request_router_config=request_router_config(view),
+        **resources,
+    )
+
+
+def ingress_admission_total(config: LorafleetConfig) -> int:
+    """What one ingress replica admits at once over every base (each base has its own gate)."""
+    return sum(
+        ingress_admission_limit(
+            configured=config.deployment.ingress_max_ongoing_requests,
+            num_replicas=view.deployment.num_replicas,
+            max_ongoing_requests=view.replica_max_ongoing_requests(),
+            max_queued_requests=view.deployment.max_queued_requests,
+        )
+        for view in config.bases().values()
     )
 
 
@@ -47,36 +92,24 @@ def build_app(config: LorafleetConfig | dict) -> Application:
 
 
 def build_graph(config: LorafleetConfig | dict, *, engine_factory: str = VLLM_ENGINE) -> Application:
-    """The application graph: ingress -> engine replicas (with the adapter-aware router)
-    and the fleet controller. `engine_factory` is the engine each replica runs (an
-    import path; the fast test tier passes a fake engine, everything else runs vLLM)."""
+    """The application graph: ingress -> one engine deployment per base (each with the
+    adapter-aware router) and the fleet controller. `engine_factory` is the engine each
+    replica runs (an import path; the fast test tier passes a fake engine, everything
+    else runs vLLM)."""
     if not isinstance(config, LorafleetConfig):
         config = parse_config(config)
-    config_dict = config.model_dump(mode="json")
     d = config.deployment
-    placement = config.placement.settings.model_dump(mode="json") if config.placement.enabled else None
+    placement = {
+        name: view.placement.settings.model_dump(mode="json") if view.placement.enabled else None
+        for name, view in config.bases().items()
+    }
     controller = FleetController.options(ray_actor_options={"num_cpus": 0}).bind(d.stats_report_period_s, placement)
-    engine = EngineReplica.options(
-        num_replicas=d.num_replicas,
-        max_ongoing_requests=config.replica_max_ongoing_requests(),
-        max_queued_requests=d.max_queued_requests,
-        backpressure_config=SHED_WITH_RETRY_AFTER,
-        health_check_period_s=d.health_check_period_s,
-        health_check_timeout_s=max(30.0, 3 * d.health_check_period_s),
-        graceful_shutdown_timeout_s=10,
-        request_router_config=request_router_config(config),
-        ray_actor_options={
-            "num_cpus": d.replica_cpus,
-            "num_gpus": d.replica_gpus,
-            "runtime_env": {"env_vars": engine_environment(config)},
-        },
-    ).bind(config_dict, controller, engine_factory)
-    admitted = ingress_admission_limit(
-        configured=d.ingress_max_ongoing_requests,
-        num_replicas=d.num_replicas,
-        max_ongoing_requests=config.replica_max_ongoing_requests(),
-        max_queued_requests=d.max_queued_requests,
-    )
+    engines = {
+        name: EngineReplica.options(**engine_deployment_options(config, name)).bind(
+            view.model_dump(mode="json"), controller, engine_factory)
+        for name, view in config.bases().items()
+    }
+    admitted = ingress_admission_total(config)
     for warning in config.batching_warnings():
         logger.warning(warning)
     return Ingress.options(
@@ -89,4 +122,4 @@ def build_graph(config: LorafleetConfig | dict, *, engine_factory: str = VLLM_EN
         max_queued_requests=INGRESS_HEADROOM,
         backpressure_config=SHED_WITH_RETRY_AFTER,  # the proxy's plain-text 503 still tells clients when to retry
         ray_actor_options={"num_cpus": d.ingress_cpus},
-    ).bind(config_dict, engine, controller)
+    ).bind(config.model_dump(mode="json"), engines, controller)

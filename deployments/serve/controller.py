@@ -9,6 +9,15 @@ are re-placed at the next plan). The planning itself is the pure `PlacementLoop`
 cannot rebuild: a restarted controller is complete again after a few reports, and
 while it is down, replicas keep serving and routers route on replica stats alone.
 
+With several base models it keeps one `PlacementLoop` per base, with that base's
+settings: a replica's stats say which base it serves (`ReplicaStats.base`), so each
+base's adapters are planned only over its own replicas, with its own demand estimate
+and slots, as if each base had its own controller. One deployment rather than one per
+base: a report is a few hundred bytes a second per replica and a plan takes
+milliseconds (bench/results), while every extra controller is another actor to keep
+alive, another restart to wait for, and another channel for the aborted-usage reports
+the ingress collects; bases share nothing in it but that mailbox.
+
 It also carries one message the request path cannot: when a client leaves
 mid-generation, its stream is cancelled, so the engine's count of what it produced
 (`AbortedUsage`) reaches the ingress replica holding the bill through here
@@ -40,13 +49,17 @@ MAX_UNSERVABLE = 10_000  # adapter contents remembered as unservable (each is a 
 
 @serve.deployment(name="FleetController", num_replicas=1, max_ongoing_requests=1000)
 class FleetController:
-    def __init__(self, report_period_s: float = 1.0, placement: dict | None = None):
+    def __init__(self, report_period_s: float = 1.0, placement: dict[str, dict | None] | None = None):
+        """`placement`: base -> its placement settings (None: placement off for that base)."""
         self.report_period_s = report_period_s
-        self._loop = PlacementLoop(PlacementSettings(**placement)) if placement is not None else None
+        self._loops: dict[str, PlacementLoop | None] = {
+            base: PlacementLoop(PlacementSettings(**settings)) if settings is not None else None
+            for base, settings in (placement or {}).items()
+        }
         self._ticker: asyncio.Task | None = None
         self._replicas: dict[str, ReplicaStats] = {}
         self._received_at: dict[str, float] = {}
-        self._live_gauge = metrics.LiveReplicasGauge(self._live, report_period_s)
+        self._live_gauge = metrics.LiveReplicasGauge(self._live, report_period_s, bases=list(self._loops))
         self._unservable: dict[str, None] = {}  # adapter fingerprints some engine refused (oldest first)
         self._aborted: dict[str, list[AbortedUsage]] = {}
         self._aborted_ready: dict[str, asyncio.Event] = {}
@@ -65,30 +78,42 @@ class FleetController:
         while len(self._unservable) > MAX_UNSERVABLE:
             self._unservable.pop(next(iter(self._unservable)))
         answer = {"desired": None, "unservable": list(self._unservable)}
-        if self._loop is None:
+        loop = self._loops.get(replica.base)
+        if loop is None:  # placement off for its base (or a base this controller was not told of)
             return answer
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
-        desired = self._loop.report(replica, now)
+        desired = loop.report(replica, now)
         answer["desired"] = {"gpu": sorted(desired.gpu), "cpu": sorted(desired.cpu)}
         return answer
 
     async def _tick_forever(self) -> None:
-        """Fold reports into the demand estimate and re-plan every placement period."""
+        """Fold reports into each base's demand estimate and re-plan every placement period."""
         while True:
-            if self._loop.tick(time.monotonic()):
-                metrics.record_placement_pass(self._loop.last_plan_s, self._loop.last_actions)
+            now = time.monotonic()
+            for base, loop in self._loops.items():
+                if loop is not None and loop.tick(now):
+                    metrics.record_placement_pass(loop.last_plan_s, loop.last_actions, model=base)
             await asyncio.sleep(self.report_period_s)
 
     async def placement(self) -> dict:
-        """The current desired placement: replica -> adapters per tier, and the plan count."""
-        if self._loop is None:
-            return {"enabled": False, "plans": 0, "replicas": {}}
-        desired = self._loop.desired
+        """The current desired placement: replica -> adapters per tier over every base, and
+        the same per base (`bases`: base -> {enabled, plans, replicas})."""
+        bases = {}
+        for base, loop in self._loops.items():
+            if loop is None:
+                bases[base] = {"enabled": False, "plans": 0, "replicas": {}}
+                continue
+            bases[base] = {
+                "enabled": True,
+                "plans": loop.plans,
+                "replicas": {rid: {"gpu": sorted(p.gpu), "cpu": sorted(p.cpu)} for rid, p in loop.desired.items()},
+            }
         return {
-            "enabled": True,
-            "plans": self._loop.plans,
-            "replicas": {rid: {"gpu": sorted(p.gpu), "cpu": sorted(p.cpu)} for rid, p in desired.items()},
+            "enabled": any(b["enabled"] for b in bases.values()),
+            "plans": sum(b["plans"] for b in bases.values()),
+            "replicas": {rid: p for b in bases.values() for rid, p in b["replicas"].items()},
+            "bases": bases,
         }
 
     def _live(self) -> list[ReplicaStats]:

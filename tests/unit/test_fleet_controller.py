@@ -8,14 +8,17 @@ from deployments.serve.controller import FleetController
 Controller = FleetController.func_or_class
 
 
-def _stats(rid, requests):
-    return ReplicaStats(replica_id=rid, gpu_slots=4, cpu_slots=8, per_adapter_requests=requests,
+def _stats(rid, requests, base="m"):
+    return ReplicaStats(replica_id=rid, gpu_slots=4, cpu_slots=8, per_adapter_requests=requests, base=base,
                         per_adapter_tokens={a: 32 * n for a, n in requests.items()}).to_dict()
+
+
+PLACEMENT = {"period_s": 0.05, "report_timeout_s": 5}
 
 
 def test_controller_plans_from_reports_and_hands_each_replica_its_share():
     async def scenario():
-        controller = Controller(report_period_s=0.01, placement={"period_s": 0.05, "report_timeout_s": 5})
+        controller = Controller(report_period_s=0.01, placement={"m": PLACEMENT})
         counts = {"poet": 0, "haiku": 0}
         desired = {}
         for _ in range(40):
@@ -31,6 +34,29 @@ def test_controller_plans_from_reports_and_hands_each_replica_its_share():
     held = {a for d in desired.values() for a in d["gpu"] + d["cpu"]}
     assert {"poet", "haiku"} <= held
     assert desired["r1"] == placement["replicas"]["r1"]
+
+
+def test_each_bases_adapters_are_planned_only_over_that_bases_replicas():
+    """Two bases, one controller: a replica of base `b` is never handed an adapter whose
+    demand came from base `a`'s replicas, however idle it is."""
+    async def scenario():
+        controller = Controller(report_period_s=0.01, placement={"a": PLACEMENT, "b": PLACEMENT})
+        desired = {}
+        for step in range(1, 41):
+            for rid in ("a1", "a2"):
+                desired[rid] = (await controller.report(_stats(rid, {"poet": 20 * step, "haiku": 5 * step}, "a")))["desired"]
+            desired["b1"] = (await controller.report(_stats("b1", {"wide-upper": 10 * step}, "b")))["desired"]
+            await asyncio.sleep(0.01)
+        return controller, desired
+
+    controller, desired = asyncio.run(scenario())
+    placement = asyncio.run(controller.placement())
+    held = {rid: set(d["gpu"] + d["cpu"]) for rid, d in desired.items()}
+    assert {"poet", "haiku"} <= held["a1"] | held["a2"]
+    assert held["b1"] == {"wide-upper"}
+    assert "wide-upper" not in held["a1"] | held["a2"]
+    assert set(placement["bases"]["a"]["replicas"]) == {"a1", "a2"}
+    assert set(placement["bases"]["b"]["replicas"]) == {"b1"}
 
 
 def test_controller_without_placement_only_collects_stats():
