@@ -11,6 +11,14 @@ the recipe (`.recipe-sha256`) and skipped when the digest matches.
 Shape choices: hidden 128 with head_dim 64 (vLLM's CPU attention kernels reject
 head_dim 16), 2 layers, a byte-level vocabulary (any text round-trips). Adapters vary
 rank (8 and 16) and target modules, so the fleet sees the variety real adapters have.
+
+A second base (`base-wide/`, served as `lorafleet-tiny-wide`) shows a fleet serving two
+bases of different shapes: hidden 192 (3 heads of 64), one shared key/value head
+(grouped-query attention, so k_proj/v_proj are 192 -> 64), 3 layers; its own copy
+pretraining and three skill adapters (`SECOND_ADAPTERS`) in the same adapter folder. An
+adapter of one base does not fit the other's modules, so validation would refuse it on
+the wrong base. It is cached under its own digest (`.recipe-wide-sha256`): adding it left
+the first base's digest, and every cache of it, unchanged.
 `build_adapter` still makes seeded *random* adapters: benchmarks use those when they
 need hundreds of adapters and no skill.
 """
@@ -24,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BASE_NAME = "lorafleet-tiny-llama"
+SECOND_BASE_NAME = "lorafleet-tiny-wide"
+SECOND_BASE_DIR = "base-wide"
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
@@ -71,6 +81,14 @@ DEMO_ADAPTERS: tuple[DemoAdapter, ...] = (
 )
 
 
+# The second base's adapters: a few, to keep the demo's build short (each trains 20-60 s).
+SECOND_ADAPTERS: tuple[DemoAdapter, ...] = (
+    DemoAdapter("wide-upper", 21, 8, ("v_proj", "up_proj", "down_proj"), task="upper"),
+    DemoAdapter("wide-rot13", 22, 16, ("o_proj", "up_proj", "down_proj"), task="rot13"),
+    DemoAdapter("wide-leet", 23, 8, ATTENTION + MLP, task="leet"),
+)
+
+
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -98,11 +116,11 @@ def build_tokenizer(out: Path) -> None:
     fast.save_pretrained(str(out))
 
 
-def build_base_model(out: Path) -> None:
+def build_base_model(out: Path, shape: dict | None = None) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(**_base_config_dict(), dtype="float32")
+    config = LlamaConfig(**(shape or _base_config_dict()), dtype="float32")
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)  # random weights; build_demo_assets then pretrains them
     model.save_pretrained(str(out), safe_serialization=True)
@@ -149,6 +167,7 @@ def build_adapter(base_dir: Path, spec: DemoAdapter, out: Path) -> None:
 
 
 RECIPE_FILE = ".recipe-sha256"
+SECOND_RECIPE_FILE = ".recipe-wide-sha256"
 
 
 def _base_config_dict() -> dict:
@@ -159,21 +178,72 @@ def _base_config_dict() -> dict:
     )
 
 
-def build_demo_assets(out: str | Path, *, adapters: tuple[DemoAdapter, ...] = DEMO_ADAPTERS, recipe=None, log=print) -> Path:
-    """Write `out/base/`, `out/adapters/<name>/` and `out/datasets/<name>.jsonl`; return `out`.
+def _second_base_config_dict() -> dict:
+    return dict(
+        vocab_size=VOCAB_SIZE, hidden_size=192, intermediate_size=384, num_hidden_layers=3,
+        num_attention_heads=3, num_key_value_heads=1, head_dim=64, max_position_embeddings=2048,
+        rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=3,
+    )
 
-    Skipped when `out/.recipe-sha256` matches this recipe (a cold build trains for a few
-    minutes). The digest file is written last, so an interrupted build is redone."""
+
+def build_demo_assets(out: str | Path, *, adapters: tuple[DemoAdapter, ...] = DEMO_ADAPTERS, recipe=None, log=print,
+                      second_base: bool | None = None) -> Path:
+    """Write `out/base/`, `out/adapters/<name>/` and `out/datasets/<name>.jsonl`, then the
+    second base (`out/base-wide/` and its adapters beside the first's); return `out`.
+    `second_base` None: only with the demo's own adapters (a custom set is a test's or a
+    benchmark's, which needs the first base alone).
+
+    Each part is skipped when its digest file matches its recipe (a cold build trains for
+    a few minutes). Digest files are written last, so an interrupted build is redone."""
+    _build_first_base(Path(out), adapters, recipe, log)
+    if second_base or (second_base is None and adapters == DEMO_ADAPTERS):
+        _build_second_base(Path(out), recipe, log)
+    return Path(out)
+
+
+def _build_second_base(out: Path, recipe, log) -> None:
     import torch
 
     from factory.demo import DEFAULT_RECIPE, pretrain_base, recipe_digest, train_demo_adapters
 
     recipe = recipe or DEFAULT_RECIPE
-    out = Path(out)
+    digest = recipe_digest(_second_base_config_dict(), SECOND_ADAPTERS, recipe)
+    marker = out / SECOND_RECIPE_FILE
+    if marker.is_file() and marker.read_text().strip() == digest:
+        return
+    started = time.monotonic()
+    base = out / SECOND_BASE_DIR
+    shutil.rmtree(base, ignore_errors=True)
+    for adapter in SECOND_ADAPTERS:
+        shutil.rmtree(out / "adapters" / adapter.name, ignore_errors=True)
+    base.mkdir(parents=True)
+    threads = torch.get_num_threads()
+    try:
+        build_tokenizer(base)
+        build_base_model(base, _second_base_config_dict())
+        log(f"lorafleet: pretraining the second demo base to copy text ({recipe.pretrain_steps} steps)...")
+        pretrain_base(base, recipe, progress=False)
+        _normalise_json(base / "config.json")
+        (base / "generation_config.json").unlink(missing_ok=True)
+        log(f"lorafleet: training {len(SECOND_ADAPTERS)} adapters of the second base ({recipe.workers} at a time)...")
+        train_demo_adapters(base, SECOND_BASE_NAME, SECOND_ADAPTERS, out / "adapters", out / "datasets", recipe, log=log)
+    finally:
+        torch.set_num_threads(threads)
+    marker.write_text(digest + "\n")
+    log(f"lorafleet: second demo base built in {time.monotonic() - started:.0f} s")
+
+
+def _build_first_base(out: Path, adapters: tuple[DemoAdapter, ...], recipe, log) -> None:
+    """`out/base/`, its adapters and datasets (the first base's recipe, digest unchanged)."""
+    import torch
+
+    from factory.demo import DEFAULT_RECIPE, pretrain_base, recipe_digest, train_demo_adapters
+
+    recipe = recipe or DEFAULT_RECIPE
     digest = recipe_digest(_base_config_dict(), adapters, recipe)
     marker = out / RECIPE_FILE
     if marker.is_file() and marker.read_text().strip() == digest:
-        return out
+        return
     started = time.monotonic()
     shutil.rmtree(out, ignore_errors=True)
     (out / "base").mkdir(parents=True)
@@ -196,4 +266,3 @@ def build_demo_assets(out: str | Path, *, adapters: tuple[DemoAdapter, ...] = DE
         torch.set_num_threads(threads)
     marker.write_text(digest + "\n")
     log(f"lorafleet: demo assets built in {time.monotonic() - started:.0f} s")
-    return out
