@@ -58,10 +58,10 @@ def _wait_until_answering(url: str, timeout_s: float) -> bool:
 
 def ready_message(config: LorafleetConfig, adapter: str | None, metrics_url: str | None = None) -> str:
     url = f"http://{config.server.host}:{config.server.port}"
-    model = adapter or config.model.served_name
+    model = adapter or config.served_names[0]
     metrics_line = f"\n  Prometheus metrics (lorafleet's, Ray's, Ray Serve's): {metrics_url}\n" if metrics_url else ""
     return f"""
-lorafleet is serving {config.model.served_name} on {url}  (Ctrl-C to stop)
+lorafleet is serving {', '.join(config.served_names)} on {url}  (Ctrl-C to stop)
 {metrics_line}
   curl {url}/v1/models
   curl {url}/v1/completions -H 'Content-Type: application/json' \\
@@ -82,9 +82,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"lorafleet: {err}", file=sys.stderr)
         return 2
-    if Path(config.model.source).is_absolute() and not Path(config.model.source).exists():
-        print(f"lorafleet: base model folder {config.model.source} does not exist (run `lorafleet demo-assets`?)", file=sys.stderr)
-        return 2
+    for m in config.models:
+        if Path(m.source).is_absolute() and not Path(m.source).exists():
+            print(f"lorafleet: base model folder {m.source} does not exist (run `lorafleet demo-assets`?)", file=sys.stderr)
+            return 2
     if not _port_free(config.server.host, config.server.port):
         print(f"lorafleet: {config.server.host}:{config.server.port} is already in use; pick another with --port", file=sys.stderr)
         return 2
@@ -140,7 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port is not None else None
         print(ready_message(config, adapters, metrics_url), flush=True)
         if getattr(args, "demo_examples", False):
-            _print_demo_examples(base_url, config.model.served_name)
+            _print_demo_examples(base_url, config.served_names[0])
         while not stop.wait(1.0):
             pass
         print("lorafleet: shutting down...", flush=True)
