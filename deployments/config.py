@@ -497,9 +497,20 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+def _either_model_or_models(schema: dict) -> None:
+    """The JSON schema (Helm's values.schema.json) accepts what the validator does: one
+    base as `model:`, or a list as `models:`, exactly one of them."""
+    schema["properties"]["model"] = {**schema["properties"]["models"]["items"],  # ModelConfig's (internal) ref
+                                     "description": "One base model: the same as a one-element `models:` list."}
+    schema["required"] = [r for r in schema.get("required", []) if r != "models"]
+    schema["oneOf"] = [{"required": ["model"]}, {"required": ["models"]}]
+
+
 class LorafleetConfig(_Strict):
     """The fleet: its base models (each with its own engine deployment) and the sections
     every base shares, which are also each base's defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_either_model_or_models)
 
     models: tuple[ModelConfig, ...] = Field(
         description="The base models this fleet serves, each with its own engine deployment, router and placement. "
