@@ -6,7 +6,7 @@ VENV ?= .venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 ASSETS ?= .demo-assets
-CONFIG ?= configs/default.yaml
+CONFIG ?= configs/two-bases.yaml
 PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin

@@ -141,7 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port is not None else None
         print(ready_message(config, adapters, metrics_url), flush=True)
         if getattr(args, "demo_examples", False):
-            _print_demo_examples(base_url, config.served_names[0])
+            _print_demo_examples(base_url, config.served_names[0], config.served_names)
         while not stop.wait(1.0):
             pass
         print("lorafleet: shutting down...", flush=True)
@@ -167,12 +167,14 @@ def _first_adapter(base_url: str) -> str | None:
     return adapters[0] if adapters else None
 
 
-def _print_demo_examples(base_url: str, base_model: str) -> None:
-    from factory.demo_assets import DEMO_ADAPTERS
+def _print_demo_examples(base_url: str, base_model: str, served: tuple[str, ...] = ()) -> None:
+    from factory.demo_assets import DEMO_ADAPTERS, SECOND_ADAPTERS, SECOND_BASE_NAME
     from factory.demo_examples import showcase
 
     try:
         lines = showcase(base_url, DEMO_ADAPTERS, base_model)
+        if SECOND_BASE_NAME in served:  # the two-base demo: the second base's skills, next to that base's answer
+            lines += showcase(base_url, SECOND_ADAPTERS, SECOND_BASE_NAME)
     except Exception as err:  # noqa: BLE001 - a showcase failure must not stop the server
         print(f"lorafleet: could not run the demo examples: {err}", file=sys.stderr)
         return
