@@ -175,3 +175,27 @@ def test_a_base_the_fleet_does_not_serve_is_a_404(two_bases):
     response = _complete(two_bases, "meta-llama/Llama-3.1-8B")
     assert response.status_code == 404, response.text
     assert response.json()["error"]["code"] == "model_not_found"
+
+
+def test_mixed_traffic_over_both_bases_under_load_has_no_error_and_no_crossing(two_bases, replica_base):
+    """64 concurrent requests over both bases and their adapters (streams and not): every
+    one answered 200 by a replica of its own base."""
+    import asyncio
+
+    models = [BASE_NAME, SECOND_BASE_NAME, *FIRST_ADAPTERS, *WIDE_ADAPTERS]
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=300) as http:
+            async def one(i):
+                model = models[i % len(models)]
+                body = {"model": model, "prompt": f"{PROMPT} {i}", "max_tokens": 8, "temperature": 0, "stream": i % 2 == 0}
+                response = await http.post(f"{two_bases.api}/completions", json=body)
+                return model, response.status_code, replica_base.get(response.headers.get("x-lorafleet-replica"))
+
+            return await asyncio.gather(*(one(i) for i in range(64)))
+
+    results = asyncio.run(burst())
+    assert [r for r in results if r[1] != 200] == []
+    crossed = [(m, base) for m, _, base in results
+               if base != (SECOND_BASE_NAME if m in (SECOND_BASE_NAME, *WIDE_ADAPTERS) else BASE_NAME)]
+    assert crossed == []
