@@ -128,8 +128,8 @@ class DeploymentConfig(_Strict):
     ray_resources: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")], PositiveFloat] = Field(
         default_factory=dict,
         description="Custom Ray resources each engine replica reserves (its first placement-group bundle for a "
-        "parallel engine), e.g. {lorafleet-base-llama-70b: 0.001} to keep a base on the nodes that offer it. The Helm "
-        "chart fills this from workerGroups[].model.",
+        "parallel engine), e.g. {lorafleet-base-llama-70b: 0.001} to keep a base on the nodes whose `ray start "
+        "--resources` offer it (in the Helm chart: that worker group's rayStartParams).",
     )
     max_ongoing_requests: PositiveInt | None = Field(
         default=None,
