@@ -1,6 +1,7 @@
 # lorafleet: two commands on a fresh machine.
 #   make demo   set up .venv and serve the demo on $(HOST):$(PORT): the base model as soon as it is
 #               pretrained, each demo adapter as soon as it is trained (cached for the next run)
+#   make demo-two-bases   build both demo bases and their adapters, then serve them together
 #   make test   set up .venv and run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +15,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lorafleet-installed
 
-.PHONY: setup assets demo test unit clean prometheus postgresql
+.PHONY: setup assets demo demo-two-bases test unit clean prometheus postgresql
 
 setup: $(STAMP)
 
@@ -40,6 +41,11 @@ $(ASSETS)/.complete: $(STAMP) factory/demo_assets.py factory/demo.py factory/dem
 # base model once it is pretrained, and each adapter is published as it finishes training.
 demo: setup
 	$(BIN)/lorafleet serve --config $(CONFIG) --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT) --demo
+
+# Two tiny bases of different shapes (configs/two-bases.yaml), each with its skill adapters,
+# behind one endpoint. Built first (the second base trains for a few more minutes).
+demo-two-bases: assets
+	$(BIN)/lorafleet serve --config configs/two-bases.yaml --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT)
 
 # Debian's Prometheus + promtool: a test prerequisite (metrics, dashboard and alert tests).
 # CI runs as root on Debian; where it cannot be installed, `make test` stops here, loudly.

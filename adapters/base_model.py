@@ -47,12 +47,17 @@ class BaseModelInfo:
     `base_model.model.` prefix and the `.lora_A.weight` suffix, e.g.
     `model.layers.0.self_attn.q_proj`) to `(in_features, out_features)`;
     `num_layers` is the decoder's depth (for messages); `dims_from` says where the
-    dimensions came from."""
+    dimensions came from; `name` is the name the fleet serves it under."""
 
     accepted_names: frozenset[str]
     modules: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     num_layers: int = 0
     dims_from: str = ""
+    name: str = ""
+
+    @property
+    def served_name(self) -> str:
+        return self.name or min(self.accepted_names, default="")
 
     @property
     def module_names(self) -> frozenset[str]:
@@ -79,7 +84,8 @@ def base_model_info(
     else:
         reader = _HubReader(source)
     modules, layers, dims_from = _describe(reader, source)
-    return BaseModelInfo(accepted_names=frozenset(names), modules=modules, num_layers=layers, dims_from=dims_from)
+    return BaseModelInfo(accepted_names=frozenset(names), modules=modules, num_layers=layers, dims_from=dims_from,
+                         name=served_name)
 
 
 def _describe(reader: "_Reader", source: str) -> tuple[dict[str, tuple[int, int]], int, str]:

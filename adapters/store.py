@@ -71,6 +71,8 @@ from adapters.validation import (
     PROJECTION_MODULES,
     AdapterSpec,
     BaseModelInfo,
+    ServedBase,
+    base_for,
     check_adapter_name,
     validate_adapter,
 )
@@ -158,29 +160,38 @@ def default_cache_dir() -> Path:
 
 
 class AdapterStore:
-    """Adapters in a backend, validated against one base model and engine limits."""
+    """Adapters in a backend, each validated against the served base it names and that
+    base's engine limits.
+
+    A fleet may serve several bases; the store is one namespace over all of them (a name
+    is one adapter whatever its base), and every version is bound to the base its
+    `base_model_name_or_path` resolves to (`AdapterSpec.base`). A version whose base is
+    not served (any more) stays in the store, listed as unservable with that reason."""
 
     def __init__(
         self,
         backend: StoreBackend,
         *,
-        base: BaseModelInfo,
-        max_lora_rank: int,
+        base: BaseModelInfo | None = None,
+        max_lora_rank: int = 16,
         allowed_target_modules: tuple[str, ...] = PROJECTION_MODULES,
+        bases: tuple[ServedBase, ...] = (),
         cache_dir: str | Path | None = None,
         cache_max_bytes: int | None = None,
         quota: TenantQuota | None = None,
         reserved_names: frozenset[str] = frozenset(),
         max_cached_entries: int = MAX_CACHED_ENTRIES,
     ):
+        if not bases:
+            if base is None:
+                raise TypeError("AdapterStore needs `base` or `bases`")
+            bases = (ServedBase(base, max_lora_rank, allowed_target_modules),)
         self.backend = backend
-        self.base = base
-        self.max_lora_rank = max_lora_rank
-        self.allowed_target_modules = allowed_target_modules
+        self.bases = tuple(bases)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.cache = AdapterCache(self.cache_dir, cache_max_bytes)
         self.quota = quota or TenantQuota()
-        self.reserved_names = reserved_names | base.accepted_names
+        self.reserved_names = reserved_names.union(*(b.info.accepted_names for b in self.bases))
         self._cache: OrderedDict[tuple[str, str], tuple[object, StoreEntry]] = OrderedDict()
         self._max_cached_entries = max_cached_entries
         self._lock = threading.Lock()
@@ -210,9 +221,7 @@ class AdapterStore:
             try:
                 if problem:
                     raise AdapterInvalid(problem)
-                spec = validate_adapter(
-                    folder, base=self.base, max_lora_rank=self.max_lora_rank, allowed_target_modules=self.allowed_target_modules
-                )
+                spec = validate_adapter(folder, bases=self.bases)
                 spec = replace(spec, fingerprint=_fingerprint(folder), version=LEGACY_VERSION, **owned)
                 return StoreEntry(name, spec, None, **owned)
             except AdapterInvalid as err:
@@ -238,20 +247,28 @@ class AdapterStore:
         return self._cached((name, version), signature, build)
 
     def _spec_from_manifest(self, m: Manifest) -> AdapterSpec:
-        """Re-check a published version against this fleet's current base and limits
-        (the config may have changed since it was uploaded); no file is read."""
-        if m.base_model not in self.base.accepted_names:
-            raise AdapterInvalid(f"adapter was trained on base model {m.base_model!r}, this fleet serves {sorted(self.base.accepted_names)[0]!r}")
-        if m.rank > self.max_lora_rank:
-            raise AdapterInvalid(f"adapter rank {m.rank} exceeds this fleet's max_lora_rank {self.max_lora_rank}")
-        not_enabled = sorted(set(m.target_modules) - set(self.allowed_target_modules))
+        """Re-check a published version against this fleet's current bases and limits
+        (the config may have changed since it was uploaded: a base removed from it leaves
+        its adapters here, unservable with that reason); no file is read."""
+        base = base_for(m.base_model, self.bases)
+        if m.rank > base.max_lora_rank:
+            raise AdapterInvalid(f"adapter rank {m.rank} exceeds the max_lora_rank {base.max_lora_rank} of base {base.name!r}")
+        not_enabled = sorted(set(m.target_modules) - set(base.allowed_target_modules))
         if not_enabled:
-            raise AdapterInvalid(f"target modules {not_enabled} are not enabled on this fleet")
+            raise AdapterInvalid(f"target modules {not_enabled} are not enabled on base {base.name!r}")
         return AdapterSpec(
             name=m.name, path=self.backend.location(m.name, m.version), rank=m.rank, alpha=m.alpha,
             target_modules=m.target_modules, base_model=m.base_model, fingerprint=m.fingerprint,
-            version=m.version, owner=m.owner, visibility=m.visibility, files=m.file_entries(),
+            version=m.version, owner=m.owner, visibility=m.visibility, files=m.file_entries(), base=base.name,
         )
+
+    @property
+    def base(self) -> BaseModelInfo:
+        """The first served base (a one-base fleet's only one)."""
+        return self.bases[0].info
+
+    def served_base(self, name: str) -> ServedBase:
+        return next(b for b in self.bases if b.name == name)
 
     def names(self) -> list[str]:
         """Adapter names (valid or not), sorted."""
@@ -328,7 +345,7 @@ class AdapterStore:
         that tenant as `owner`), and the version is committed (AdapterExists)."""
         check_adapter_name(name)
         if name in self.reserved_names:
-            raise AdapterInvalid(f"the adapter name {name!r} is the base model's name; choose another", param="name")
+            raise AdapterInvalid(f"the adapter name {name!r} is a base model's name; choose another", param="name")
         visibility = check_visibility(visibility)
         if version is not None:
             version = check_version(version)
@@ -338,16 +355,27 @@ class AdapterStore:
         pickles = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.name.endswith(PICKLE_SUFFIXES))
         if pickles:
             raise AdapterInvalid(f"pickle weight files are refused (use safetensors): {', '.join(pickles)}")
-        spec = validate_adapter(
-            folder, base=self.base, max_lora_rank=self.max_lora_rank,
-            allowed_target_modules=self.allowed_target_modules, name=name,
-        )
+        spec = validate_adapter(folder, bases=self.bases, name=name)
+        self._check_same_base(name, spec.base)
         files = hash_folder(folder)
         with self._reservation(owner, name, sum(f["size"] for f in files.values())):
             self._claim_name(name, owner)
             manifest = self._commit(folder, name, version, files, spec, owner, visibility, source)
         logger.info("published adapter %s@%s (%d files) to %s", name, manifest.version, len(files), self.backend.describe())
         return manifest
+
+    def _check_same_base(self, name: str, base: str) -> None:
+        """A name is one adapter whatever its base: a new version must be for the base its
+        servable versions are bound to (AdapterExists, 409). Otherwise `name` would answer
+        from one base and `name@1` from another. Versions whose base is no longer served
+        do not bind the name (its owner may move it to a served base)."""
+        bound = sorted({e.spec.base for e in self.versions(name) if e.spec is not None and e.spec.base != base})
+        if bound:
+            versions = [e.version for e in self.versions(name) if e.spec is not None and e.spec.base == bound[0]]
+            raise AdapterExists(
+                f"adapter `{name}` is an adapter of base {bound[0]!r} (version(s) {', '.join(versions)}); this upload is "
+                f"for base {base!r}. An adapter name means one adapter on one base in this fleet: publish it under "
+                "another name, or delete those versions first", param="name")
 
     def _commit(self, folder, name, version, files, spec, owner, visibility, source) -> Manifest:
         for attempt in range(_PUBLISH_ATTEMPTS):
@@ -585,9 +613,10 @@ class AdapterStore:
                 with path.open("wb") as out:
                     for chunk in self._verified_chunks(spec, relpath, sha, size):
                         out.write(chunk)
-            try:  # defense in depth: the files must still pass the serving checks
-                validate_adapter(staging, base=self.base, max_lora_rank=self.max_lora_rank,
-                                 allowed_target_modules=self.allowed_target_modules, name=spec.name)
+            try:  # defense in depth: the files must still pass the serving checks, on the same base
+                checked = validate_adapter(staging, bases=self.bases, name=spec.name)
+                if checked.base != spec.base:
+                    raise AdapterInvalid(f"its files name base {checked.base!r}, its manifest {spec.base!r}")
             except AdapterInvalid as err:
                 raise AdapterLoadError(f"adapter `{spec.served_id}` is not servable: {err.message}", retriable=False, param="model") from None
             try:
@@ -620,9 +649,10 @@ class LocalAdapterStore(AdapterStore):
 def open_store(
     uri: str,
     *,
-    base: BaseModelInfo,
-    max_lora_rank: int,
-    allowed_target_modules: tuple[str, ...],
+    base: BaseModelInfo | None = None,
+    max_lora_rank: int = 16,
+    allowed_target_modules: tuple[str, ...] = PROJECTION_MODULES,
+    bases: tuple[ServedBase, ...] = (),
     cache_dir: str | None = None,
     cache_max_bytes: int | None = None,
     quota: TenantQuota | None = None,
@@ -632,7 +662,7 @@ def open_store(
     reserved_names: frozenset[str] = frozenset(),
 ) -> AdapterStore:
     """Open the store named by a config's `adapters.uri` (a directory or s3://bucket/prefix)."""
-    common = dict(base=base, max_lora_rank=max_lora_rank, allowed_target_modules=allowed_target_modules,
+    common = dict(base=base, max_lora_rank=max_lora_rank, allowed_target_modules=allowed_target_modules, bases=bases,
                   cache_dir=cache_dir, cache_max_bytes=cache_max_bytes, quota=quota, reserved_names=reserved_names)
     if uri.startswith("s3://"):
         from adapters.store_s3 import S3Backend

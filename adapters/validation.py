@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,9 @@ class AdapterSpec:
     # The version's files as its store manifest lists them: (relpath, sha256, size).
     # Empty for a legacy flat folder (no manifest), which engines load from `path` as is.
     files: tuple[tuple[str, str, int], ...] = field(default=(), compare=False)
+    # The served name of the base the fleet binds it to (its `base_model` resolved through
+    # each served base's accepted names): only that base's engines ever load it.
+    base: str = ""
 
     @property
     def served_id(self) -> str:
@@ -79,6 +83,32 @@ class AdapterSpec:
         versions are two LoRAs and a new version can never hit a stale engine cache;
         the bare name for a legacy flat folder (its only version)."""
         return f"{self.name}@{self.version}" if self.files else self.name
+
+
+@dataclass(frozen=True)
+class ServedBase:
+    """A base model the fleet serves, with the engine limits its adapters must fit."""
+
+    info: BaseModelInfo
+    max_lora_rank: int
+    allowed_target_modules: tuple[str, ...] = PROJECTION_MODULES
+
+    @property
+    def name(self) -> str:
+        return self.info.served_name
+
+
+def base_for(base_model: object, bases: Sequence[ServedBase]) -> ServedBase:
+    """The served base an adapter's `base_model_name_or_path` names (a served name, alias,
+    source or folder name; unique across the fleet), or AdapterInvalid naming the bases
+    this fleet serves."""
+    if isinstance(base_model, str):  # a list is unhashable: check the type first
+        for base in bases:
+            if base_model in base.info.accepted_names:
+                return base
+    served = ", ".join(repr(b.name) for b in bases)
+    what = "this fleet serves" if len(bases) == 1 else "this fleet serves none of it; it serves"
+    raise AdapterInvalid(f"adapter was trained on base model {base_model!r}, {what} {served}")
 
 
 def check_adapter_name(name: object, param: str = "model") -> str:
@@ -126,13 +156,23 @@ def _positive_int(config: dict, key: str) -> int:
 def validate_adapter(
     folder: Path,
     *,
-    base: BaseModelInfo,
-    max_lora_rank: int,
+    base: BaseModelInfo | None = None,
+    max_lora_rank: int = 16,
     allowed_target_modules: tuple[str, ...] = PROJECTION_MODULES,
     name: str | None = None,
+    bases: Sequence[ServedBase] = (),
 ) -> AdapterSpec:
     """Return the adapter's spec, or raise AdapterInvalid naming the first problem.
-    `name` defaults to the folder's name (the flat store layout)."""
+    `name` defaults to the folder's name (the flat store layout).
+
+    Checked against one base (`base` with the engine limits given), or against the one
+    of several served `bases` its `base_model_name_or_path` names, with that base's
+    module shapes and limits: an adapter of base B is checked as B's, never as another
+    base's whose module names happen to match. The spec records that base (`spec.base`)."""
+    if not bases:
+        if base is None:
+            raise TypeError("validate_adapter needs `base` or `bases`")
+        bases = (ServedBase(base, max_lora_rank, allowed_target_modules),)
     name = check_adapter_name(folder.name if name is None else name)
     if not folder.is_dir():
         raise AdapterInvalid(f"adapter {name!r} is not a folder")
@@ -146,10 +186,8 @@ def validate_adapter(
         raise AdapterInvalid(f"peft_type must be LORA, got {config.get('peft_type')!r}")
 
     base_name = config.get("base_model_name_or_path")
-    if not isinstance(base_name, str) or base_name not in base.accepted_names:  # a list is unhashable: check type first
-        raise AdapterInvalid(
-            f"adapter was trained on base model {base_name!r}, this fleet serves {sorted(base.accepted_names)[0]!r}"
-        )
+    served = base_for(base_name, bases)
+    base, max_lora_rank, allowed_target_modules = served.info, served.max_lora_rank, served.allowed_target_modules
 
     rank = _positive_int(config, "r")
     rank_pattern = _pattern(config, "rank_pattern", int)
@@ -195,6 +233,7 @@ def validate_adapter(
         alpha=float(alpha),
         target_modules=targets,
         base_model=str(base_name),
+        base=base.served_name,
     )
 
 

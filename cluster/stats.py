@@ -44,6 +44,7 @@ class ReplicaStats:
     pid: int = 0  # the replica's process on its node: for operators, and fault injection in tests
     started_at: float = 0.0  # unix time the replica's constructor began (recovery-time breakdown)
     ready_at: float = 0.0  # unix time its engine was serving
+    base: str = ""  # the base model it serves (its served name): each base's replicas are planned and routed apart
     ts: float = field(default_factory=time.time)
 
     def tier_of(self, adapter: str) -> Tier:

@@ -18,7 +18,8 @@ Template variables: `release` (`lorafleet_release="<namespace>/<release>"`, whic
 chart's PodMonitor, and configs/prometheus.yml locally, put on every series: unlike the
 RayCluster's name it survives upgrades; "All" also matches series without it), `replica`
 (an engine replica's Ray Serve id), `adapter` (the bounded adapter label; see
-cluster/labels.py) and `tenant` (an API key's tenant). Queries use `$__rate_interval` and,
+cluster/labels.py), `tenant` (an API key's tenant) and, on every dashboard, `model` (the
+base model: every lorafleet metric with a `model` label follows it). Queries use `$__rate_interval` and,
 for totals over the dashboard's time range, `$__range`.
 
 Sources besides lorafleet's own metrics:
@@ -52,6 +53,7 @@ RELEASE = 'lorafleet_release=~"$release"'
 REPLICA = 'replica=~"$replica"'
 VLLM_REPLICA = 'ReplicaId=~"$replica"'
 ADAPTER = 'adapter=~"$adapter"'
+MODEL = 'model=~"$model"'
 TENANT = 'tenant=~"$tenant"'
 APP = 'application="lorafleet"'
 GPU_TIER = 'tier="gpu"'
@@ -94,7 +96,10 @@ DCGM_XID = External("DCGM_FI_DEV_XID_ERRORS", "dcgm")
 EXTERNAL_METRICS = tuple(v for v in dict(globals()).values() if isinstance(v, External))
 
 def sel(spec: m.MetricSpec | External, *matchers: str, suffix: str = "") -> str:
-    """`<metric><suffix>{matchers}`: the scraped series of one metric."""
+    """`<metric><suffix>{matchers}`: the scraped series of one metric. A lorafleet metric
+    with a `model` (base) label follows the dashboard's `model` variable."""
+    if isinstance(spec, m.MetricSpec) and "model" in spec.labels and not any(x.startswith("model") for x in matchers):
+        matchers = (*matchers, MODEL)
     return f"{spec.exported_name}{suffix}{{{', '.join(matchers)}}}"
 
 
@@ -177,6 +182,7 @@ def variables(*names: str) -> list[dict]:
     }]
     queries = {
         "release": ("Release", f"label_values({m.REQUESTS.exported_name}, lorafleet_release)"),
+        "model": ("Base model", f"label_values({m.REQUESTS.exported_name}{{{RELEASE}}}, model)"),
         "replica": ("Replica", f"label_values({sel(m.RUNNING_REQUESTS, RELEASE)}, replica)"),
         "adapter": ("Adapter", f"label_values({sel(m.REQUESTS, RELEASE)}, adapter)"),
         "tenant": ("Tenant", f"label_values({sel(m.USAGE_REQUESTS, RELEASE)}, tenant)"),
@@ -219,6 +225,13 @@ def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict:
     return out
 
 
+def _with_model(var_names: tuple[str, ...]) -> tuple[str, ...]:
+    if "model" in var_names:
+        return var_names
+    at = var_names.index("release") + 1 if "release" in var_names else 0
+    return (*var_names[:at], "model", *var_names[at:])
+
+
 def dashboard(uid: str, title: str, description: str, var_names: tuple[str, ...], panels: list[Panel]) -> dict:
     laid_out, x, y, row_height = [], 0, 0, 0
     for i, panel in enumerate(panels, start=1):
@@ -242,7 +255,8 @@ def dashboard(uid: str, title: str, description: str, var_names: tuple[str, ...]
         "annotations": {"list": []},
         "links": [{"type": "dashboards", "tags": ["lorafleet"], "asDropdown": True, "title": "lorafleet dashboards",
                    "includeVars": True, "keepTime": True}],
-        "templating": {"list": variables(*var_names)},
+        # Every dashboard filters by base model too (right after the release).
+        "templating": {"list": variables(*_with_model(var_names))},
         "panels": laid_out,
     }
 

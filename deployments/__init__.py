@@ -3,7 +3,8 @@
     app.py            build_app(config): the one builder (CLI, tests, Helm's serveConfigV2)
     config.py         the one config schema (pydantic, strict, every field described)
     errors.py         typed serving errors (request, caller, capacity); pure
-    adapter_store.py  the adapter store a config names, checked against its base model
+    adapter_store.py  the adapter store a config names, checked against its base models
+    model_files.py    a base model's files on this node (fetched once per node from S3 or a hub)
     serve/            the Ray Serve deployments (ingress, engine replica, fleet controller)
                       and the request router: the only importers of `ray.serve`
     engine/           the vLLM engine behind an interface, the ingress<->replica protocol,

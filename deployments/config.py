@@ -11,9 +11,10 @@ error instead of a silently ignored key.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import (
     BaseModel,
@@ -24,8 +25,11 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     create_model,
+    field_serializer,
+    field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from adapters.config_files import field_problems, read_yaml
 from adapters.validation import FORBIDDEN_TARGET_MODULES, PROJECTION_MODULES
@@ -43,20 +47,26 @@ class _Strict(BaseModel):
 PathOrUri = Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\x00]+$")]
 
 
-class ModelConfig(_Strict):
+class _ModelSource(_Strict):
     source: PathOrUri = Field(
-        description="Base model: a local Hugging Face model directory, or a hub id / s3:// URI "
-        "that vLLM can load. Relative paths are resolved against the config file's folder."
+        description="Base model: a local Hugging Face model directory, an `s3://bucket/prefix` holding one, or a "
+        "Hugging Face hub id. S3 and hub models are fetched once per node into a node-local cache "
+        "(deployment.model_cache_dir) before vLLM starts. Relative paths resolve against the config file's folder."
     )
     served_name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/]{0,127}$",
-        description="The `model` name clients use for the base model; adapters list it as `parent`.",
+        description="The `model` name clients use for the base model; adapters list it as `parent`. Unique in the fleet.",
     )
     aliases: tuple[str, ...] = Field(
         default=(),
         description="Other names an adapter's `base_model_name_or_path` may carry and still be "
-        "accepted as trained on this base (e.g. the hub id it was trained from).",
+        "accepted as trained on this base (e.g. the hub id it was trained from). Unique in the fleet.",
     )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Endpoint of the S3-compatible store an `s3://` source lives in (MinIO, Ceph, moto); "
+        "None for AWS S3 (or AWS_ENDPOINT_URL). Credentials come from boto3's standard chain, never from this file."
+    )
+    s3_region: str | None = Field(default=None, description="Region of an `s3://` source's bucket; None lets boto3 decide.")
 
 
 class EngineConfig(_Strict):
@@ -83,6 +93,17 @@ class EngineConfig(_Strict):
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="Fraction of GPU memory vLLM may use (GPU only).")
     enforce_eager: bool = Field(default=True, description="Skip graph capture: faster start, required on CPU.")
     seed: int = Field(default=0, description="Engine sampling seed.")
+    tensor_parallel_size: PositiveInt | None = Field(
+        default=None,
+        description="GPUs one engine splits each layer over (vLLM --tensor-parallel-size). None: "
+        "deployment.replica_gpus / pipeline_parallel_size when replica_gpus > 1, else 1. A replica's GPUs are a Ray "
+        "placement group packed on one node (STRICT_PACK) and vLLM's workers run on it (its Ray executor).",
+    )
+    pipeline_parallel_size: PositiveInt = Field(
+        default=1,
+        description="Pipeline stages of one engine (vLLM --pipeline-parallel-size), on the same node as its tensor "
+        "parallel ranks; tensor_parallel_size x pipeline_parallel_size = deployment.replica_gpus.",
+    )
 
     @model_validator(mode="after")
     def _check_slots(self) -> "EngineConfig":
@@ -100,7 +121,23 @@ class EngineConfig(_Strict):
 class DeploymentConfig(_Strict):
     num_replicas: PositiveInt = Field(default=2, description="Engine replicas (one vLLM engine each).")
     replica_cpus: PositiveFloat = Field(default=1.0, description="Ray CPUs reserved per engine replica.")
-    replica_gpus: float = Field(default=0.0, ge=0, description="Ray GPUs per engine replica (1 on a GPU cluster, 0 on CPU).")
+    replica_gpus: float = Field(
+        default=0.0, ge=0,
+        description="Ray GPUs per engine replica: 0 on CPU, 1 for one GPU, N > 1 (a whole number) for a tensor/pipeline "
+        "parallel engine over N GPUs of one node (a placement group of N one-GPU bundles, STRICT_PACK). Routing, "
+        "placement and metrics treat such a replica as one replica.",
+    )
+    accelerator_type: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$",
+        description="GPU type the replicas need (Ray's accelerator_type, e.g. H100, A100, L4): they are placed only on "
+        "nodes where Ray detected that GPU. None: any GPU.",
+    )
+    ray_resources: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")], PositiveFloat] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each engine replica reserves (its first placement-group bundle for a "
+        "parallel engine), e.g. {lorafleet-base-llama-70b: 0.001} to keep a base on the nodes whose `ray start "
+        "--resources` offer it (in the Helm chart: that worker group's rayStartParams).",
+    )
     max_ongoing_requests: PositiveInt | None = Field(
         default=None,
         description="Requests one engine replica accepts at once (Ray Serve's per-replica limit); the router queues "
@@ -128,10 +165,17 @@ class DeploymentConfig(_Strict):
         default=0, ge=0, description="CPU threads per engine (CPU backend only); 0 lets vLLM decide."
     )
     cpu_binding: Literal["per_replica", "auto", "none"] = Field(
-        default="per_replica",
+        default="auto",
         description="CPU backend only: where each engine's OpenMP threads run. per_replica: replica k on this "
         "node gets its own cores (ceil(replica_cpus) of them, wrapping when the node has fewer), so engines stop "
-        "sharing one core; auto: vLLM's own binding (every engine on a node picks the same cores); none: no binding.",
+        "sharing one core; auto: vLLM's own binding (every engine on a node picks the same cores); none: no binding. "
+        "auto is the default: on a machine with few cores per_replica leaves the serving path (ingress, proxy, Ray) "
+        "no core of its own (bench/README.md, placement-live).",
+    )
+    model_cache_dir: str | None = Field(
+        default=None,
+        description="Node-local folder where base models given as s3:// URIs or hub ids are fetched, once per node, "
+        "before vLLM starts (and read by the ingress's tokenizer); None: <system temp>/lorafleet-model-cache. Fleet-wide.",
     )
 
 
@@ -399,6 +443,89 @@ class PlacementConfig(_Strict):
         return PlacementSettings(**self.settings.model_dump())
 
 
+def _partial_model(model: type[BaseModel], name: str, *, leave_out: tuple[str, ...] = ()) -> type[BaseModel]:
+    """A strict model with `model`'s fields, each optional and unset by default (nested
+    models partial too): a per-base override names only what differs from the fleet-wide
+    section, keeps every field's type, bounds and description, and rejects typos."""
+    fields: dict[str, Any] = {}
+    for field_name, info in model.model_fields.items():
+        if field_name in leave_out:
+            continue
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            annotation = _partial_model(annotation, f"{name}{annotation.__name__.removesuffix('Model')}")
+        fields[field_name] = (Optional[annotation], FieldInfo.merge_field_infos(info, default=None, default_factory=None))
+    return create_model(name, __base__=_Strict, **fields)
+
+
+# Deployment fields that describe the whole fleet (the ingress, the controller's report
+# period, the nodes' model cache): only in the top-level `deployment` section.
+FLEET_WIDE_DEPLOYMENT = ("ingress_replicas", "ingress_cpus", "ingress_max_ongoing_requests", "stats_report_period_s",
+                         "model_cache_dir")
+# The sections a base may override; the top-level ones are the fleet's defaults.
+PER_BASE_SECTIONS = ("engine", "deployment", "routing", "placement")
+
+EngineOverrides = _partial_model(EngineConfig, "EngineOverrides")
+DeploymentOverrides = _partial_model(DeploymentConfig, "DeploymentOverrides", leave_out=FLEET_WIDE_DEPLOYMENT)
+RoutingOverrides = _partial_model(RoutingConfig, "RoutingOverrides")
+PlacementOverrides = _partial_model(PlacementConfig, "PlacementOverrides")
+
+ENGINE_DEPLOYMENT = "EngineReplica"  # the first base's engine deployment (dashboards, alerts, Helm overrides name it)
+
+
+def slug(served_name: str) -> str:
+    """`Llama-3.1-70B/Instruct` -> `llama-3-1-70b-instruct`: a base's name in deployment
+    names, Ray resource names and Kubernetes labels."""
+    return re.sub(r"[^a-z0-9]+", "-", served_name.lower()).strip("-")
+
+
+class ModelConfig(_ModelSource):
+    """One base model of the fleet: where it comes from, what clients call it, and how its
+    engines differ from the fleet-wide sections (deep-merged over them)."""
+
+    engine: EngineOverrides | None = Field(default=None, description="This base's engine settings that differ from the top-level `engine`.")
+    deployment: DeploymentOverrides | None = Field(
+        default=None, description="This base's engine deployment settings that differ from the top-level `deployment` "
+        "(not the fleet-wide ingress, stats period and model cache fields).")
+    routing: RoutingOverrides | None = Field(default=None, description="This base's request router settings that differ from the top-level `routing`.")
+    placement: PlacementOverrides | None = Field(default=None, description="This base's placement settings that differ from the top-level `placement`.")
+
+    @field_validator("deployment", mode="before")
+    @classmethod
+    def _no_fleet_wide_fields(cls, value: object) -> object:
+        if isinstance(value, dict):
+            fleet_wide = sorted(set(value) & set(FLEET_WIDE_DEPLOYMENT))
+            if fleet_wide:
+                raise ValueError(f"{', '.join(fleet_wide)} describe(s) the whole fleet: set it in the top-level "
+                                 "`deployment` section, not per base")
+        return value
+
+    @field_serializer(*PER_BASE_SECTIONS)
+    def _only_what_is_set(self, override: BaseModel | None, info):
+        """An override dumps only the fields it sets, so a dumped config (what replicas and
+        Helm receive) means the same when read back: unset stays "the fleet's value"."""
+        return None if override is None else override.model_dump(mode=info.mode, exclude_unset=True)
+
+    def source_only(self) -> "ModelConfig":
+        return self.model_copy(update={section: None for section in PER_BASE_SECTIONS})
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _either_model_or_models(schema: dict) -> None:
+    """The JSON schema (Helm's values.schema.json) accepts what the validator does: one
+    base as `model:`, or a list as `models:`, exactly one of them."""
+    schema["properties"]["model"] = {**schema["properties"]["models"]["items"],  # ModelConfig's (internal) ref
+                                     "description": "One base model: the same as a one-element `models:` list."}
+    schema["required"] = [r for r in schema.get("required", []) if r != "models"]
+    schema["oneOf"] = [{"required": ["model"]}, {"required": ["models"]}]
+
+
 AutoscalingSettingsModel = _model_of(AutoscalingSettings, "AutoscalingSettingsModel")
 # One replica's step costs for sizing; its batch and slot sizes come from `engine`.
 _FROM_ENGINE = {"max_num_seqs": "max_num_seqs", "gpu_slots": "max_loras", "cpu_slots": "max_cpu_loras"}
@@ -432,51 +559,182 @@ class AutoscalingConfig(_Strict):
 
 
 class LorafleetConfig(_Strict):
-    model: ModelConfig
-    engine: EngineConfig = EngineConfig()
-    deployment: DeploymentConfig = DeploymentConfig()
+    """The fleet: its base models (each with its own engine deployment) and the sections
+    every base shares, which are also each base's defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_either_model_or_models)
+
+    models: tuple[ModelConfig, ...] = Field(
+        description="The base models this fleet serves, each with its own engine deployment, router and placement. "
+        "The first one's engine deployment is named EngineReplica, the others EngineReplica-<slug of served_name>. "
+        "(A config with a single `model:` instead is read as a one-element `models:`.)",
+    )
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine settings of every base (a base's `engine` overrides them).")
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig, description="Deployment settings of every base's engines, and the fleet-wide ingress.")
     adapters: AdapterStoreConfig
     server: ServerConfig = ServerConfig()
-    routing: RoutingConfig = RoutingConfig()
-    placement: PlacementConfig = PlacementConfig()
-    autoscaling: AutoscalingConfig = AutoscalingConfig()
+    routing: RoutingConfig = Field(default_factory=RoutingConfig, description="Request routing of every base (a base's `routing` overrides it).")
+    placement: PlacementConfig = Field(default_factory=PlacementConfig, description="Placement of every base (a base's `placement` overrides it).")
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig, description="Adapter-aware autoscaling of every base's engine deployment.")
     observability: ObservabilityConfig = ObservabilityConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_model_form(cls, data: object) -> object:
+        """Today's single `model:` is a one-element `models:`."""
+        if isinstance(data, dict) and "model" in data:
+            if "models" in data:
+                raise ValueError("give either `model:` (one base) or `models:` (a list of bases), not both")
+            data = {**{k: v for k, v in data.items() if k != "model"}, "models": [data["model"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _check_bases(self) -> "LorafleetConfig":
+        if not self.models:
+            _fail(("models",), "list at least one base model")
+        names: dict[str, int] = {}
+        slugs: dict[str, str] = {}
+        for i, m in enumerate(self.models):
+            for name in dict.fromkeys((m.served_name, *m.aliases)):
+                if name in names and names[name] != i:
+                    _fail(("models", i), f"{name!r} names two bases ({self.models[names[name]].served_name!r} and "
+                                     f"{m.served_name!r}); served names and aliases must be unique in the fleet, so an "
+                                     "adapter's base_model_name_or_path means one base")
+                names[name] = i
+            s = slug(m.served_name)
+            if not s:
+                _fail(("models", i, "served_name"), f"served name {m.served_name!r} needs a letter or digit")
+            if s in slugs:
+                _fail(("models", i, "served_name"), f"served names {slugs[s]!r} and {m.served_name!r} give the same deployment name "
+                                 f"suffix {s!r}; rename one")
+            slugs[s] = m.served_name
+        for i in range(len(self.models)):
+            self._base_view(i)  # each base's merged sections pass their own checks
+        return self
 
     @model_validator(mode="after")
     def _check_autoscaling(self) -> "LorafleetConfig":
-        if self.autoscaling.enabled:
-            if not self.placement.enabled:
+        if not self.autoscaling.enabled:
+            return self
+        s = self.autoscaling.settings
+        for name, view in self.bases().items():
+            where = f" (base {name})" if len(self.models) > 1 else ""
+            if not view.placement.enabled:
                 raise ValueError("autoscaling.enabled needs placement.enabled: the autoscaler sizes the fleet from "
-                                 "the placement controller's per-adapter demand")
-            s = self.autoscaling.settings
-            if not s.min_replicas <= self.deployment.num_replicas <= s.max_replicas:
-                raise ValueError(f"deployment.num_replicas ({self.deployment.num_replicas}) is the initial count: it must "
-                                 f"be within autoscaling.settings min_replicas..max_replicas ({s.min_replicas}..{s.max_replicas})")
+                                 f"the placement controller's per-adapter demand{where}")
+            if not s.min_replicas <= view.deployment.num_replicas <= s.max_replicas:
+                raise ValueError(f"deployment.num_replicas ({view.deployment.num_replicas}) is the initial count: it must "
+                                 f"be within autoscaling.settings min_replicas..max_replicas ({s.min_replicas}..{s.max_replicas}){where}")
         return self
 
     def replica_profile(self) -> ReplicaProfile:
-        """One engine replica as the autoscaler sizes it: the engine's batch and slots,
-        the configured step costs."""
+        """One engine replica as the autoscaler sizes it (on a base's view, `for_base`):
+        the engine's batch and slots, the configured step costs."""
         e = self.engine
         return ReplicaProfile(max_num_seqs=e.max_num_seqs, gpu_slots=e.max_loras, cpu_slots=e.max_cpu_loras,
                               **self.autoscaling.step_costs.model_dump())
 
     def max_engine_replicas(self) -> int:
-        """The most engine replicas the fleet can have (sizes the ingress's hard cap)."""
+        """The most engine replicas a base can have (on a base's view; sizes the ingress's hard cap)."""
         return self.autoscaling.settings.max_replicas if self.autoscaling.enabled else self.deployment.num_replicas
+
+    # ------------------------------------------------------------------ bases
+
+    @property
+    def served_names(self) -> tuple[str, ...]:
+        return tuple(m.served_name for m in self.models)
+
+    @property
+    def model(self) -> ModelConfig:
+        """The base of a one-base config (a base's own view, `for_base`, always is one)."""
+        if len(self.models) != 1:
+            raise ConfigError(f"this config serves {len(self.models)} base models ({', '.join(self.served_names)}): "
+                              "use for_base(served_name) / bases()")
+        return self.models[0]
+
+    def for_base(self, served_name: str) -> "LorafleetConfig":
+        """One base's view of the fleet: a one-base config whose engine, deployment, routing
+        and placement are the base's overrides merged over the fleet's. What its engine
+        replicas, router and placement run with."""
+        for i, m in enumerate(self.models):
+            if m.served_name == served_name:
+                return self._base_view(i)
+        raise KeyError(served_name)
+
+    def bases(self) -> dict[str, "LorafleetConfig"]:
+        """served name -> the base's view (`for_base`), in config order."""
+        return {m.served_name: self._base_view(i) for i, m in enumerate(self.models)}
+
+    def engine_deployment_name(self, served_name: str) -> str:
+        """`EngineReplica` for the first base (what dashboards, alerts and Helm overrides
+        already name), `EngineReplica-<slug>` for the others."""
+        if served_name == self.models[0].served_name:
+            return ENGINE_DEPLOYMENT
+        if served_name not in self.served_names:
+            raise KeyError(served_name)
+        return f"{ENGINE_DEPLOYMENT}-{slug(served_name)}"
+
+    def _base_view(self, index: int) -> "LorafleetConfig":
+        m = self.models[index]
+        if len(self.models) == 1 and all(getattr(m, s) is None for s in PER_BASE_SECTIONS):
+            view = self
+        else:
+            view = self._merged_view(index)
+        problem = _parallelism_problem(view.engine, view.deployment)
+        if problem:
+            loc = ("models", index, "deployment", "replica_gpus") if m.deployment and "replica_gpus" in m.deployment.model_fields_set \
+                else ("deployment", "replica_gpus")
+            _fail(loc, problem + (f" (base {m.served_name})" if len(self.models) > 1 else ""))
+        return view
+
+    def _merged_view(self, index: int) -> "LorafleetConfig":
+        m = self.models[index]
+        update: dict[str, Any] = {"models": (m.source_only(),)}
+        line_errors = []
+        for section in PER_BASE_SECTIONS:
+            override = getattr(m, section)
+            fleet = getattr(self, section)
+            if override is None:
+                update[section] = fleet
+                continue
+            merged = _deep_merge(fleet.model_dump(), override.model_dump(exclude_unset=True))
+            try:
+                update[section] = type(fleet).model_validate(merged)
+            except ValidationError as err:
+                line_errors += [{**e, "loc": ("models", index, section, *e["loc"])} for e in err.errors(include_url=False)]
+        if line_errors:
+            raise ValidationError.from_exception_data(type(self).__name__, line_errors)
+        return self.model_copy(update=update)
+
+    # ------------------------------------------------------------------ one base (a view)
 
     def replica_max_ongoing_requests(self) -> int:
         """Ray Serve's per-replica limit: as configured, else the engine's batch size."""
         return self.deployment.max_ongoing_requests or self.engine.max_num_seqs
 
+    def tensor_parallel_size(self) -> int:
+        return self.engine.tensor_parallel_size or parallel_gpus(self.deployment) // self.engine.pipeline_parallel_size
+
     def batching_warnings(self) -> list[str]:
-        """Settings that starve the engine's batching (printed at start)."""
-        configured = self.deployment.max_ongoing_requests
-        if configured is not None and configured < self.engine.max_num_seqs:
-            return [f"deployment.max_ongoing_requests ({configured}) is below engine.max_num_seqs "
-                    f"({self.engine.max_num_seqs}): Ray Serve will hold back requests the engine could batch "
-                    "(leave it unset to follow max_num_seqs)"]
-        return []
+        """Settings that starve the engines' batching (printed at start)."""
+        warnings = []
+        for name, view in self.bases().items():
+            configured = view.deployment.max_ongoing_requests
+            if configured is not None and configured < view.engine.max_num_seqs:
+                where = f" of base {name}" if len(self.models) > 1 else ""
+                warnings.append(f"deployment.max_ongoing_requests{where} ({configured}) is below engine.max_num_seqs "
+                                f"({view.engine.max_num_seqs}): Ray Serve will hold back requests the engine could batch "
+                                "(leave it unset to follow max_num_seqs)")
+        return warnings
+
+    def with_local_source(self, path: str) -> "LorafleetConfig":
+        """A one-base view reading its base from `path` (the node-local copy of an S3 or
+        hub source); adapters naming the original source are still its adapters."""
+        m = self.model
+        if path == m.source:
+            return self
+        aliases = tuple(dict.fromkeys((*m.aliases, m.source)))
+        return self.model_copy(update={"models": (m.model_copy(update={"source": path, "aliases": aliases}),)})
 
     def with_paths_resolved(self, base_dir: Path) -> "LorafleetConfig":
         """Resolve relative local paths against `base_dir` (the config file's folder)."""
@@ -500,10 +758,14 @@ class LorafleetConfig(_Strict):
             if getattr(server.usage, name):
                 usage = server.usage.model_copy(update={name: local_file(getattr(server.usage, name))})
                 server = server.model_copy(update={"usage": usage})
+        deployment = self.deployment
+        if deployment.model_cache_dir:
+            deployment = deployment.model_copy(update={"model_cache_dir": local_file(deployment.model_cache_dir)})
         return self.model_copy(
             update={
-                "model": self.model.model_copy(update={"source": resolve(self.model.source)}),
+                "models": tuple(m.model_copy(update={"source": resolve(m.source)}) for m in self.models),
                 "adapters": self.adapters.model_copy(update={"uri": resolve(self.adapters.uri)}),
+                "deployment": deployment,
                 "server": server,
             }
         )
@@ -517,19 +779,52 @@ class LorafleetConfig(_Strict):
         return self.model_validate({**self.model_dump(), "server": {**self.server.model_dump(), **update}})
 
 
+def _fail(loc: tuple, message: str):
+    """A validation error at `loc` (a field path), from a check that spans several fields."""
+    raise ValidationError.from_exception_data(
+        "LorafleetConfig", [{"type": "value_error", "loc": loc, "input": None, "ctx": {"error": ValueError(message)}}])
+
+
+def parallel_gpus(deployment: DeploymentConfig) -> int:
+    """GPUs one engine is split over: replica_gpus when it is above 1, else 1 (a whole GPU,
+    a share of one, or none on CPU)."""
+    return int(deployment.replica_gpus) if deployment.replica_gpus > 1 else 1
+
+
+def _parallelism_problem(engine: EngineConfig, deployment: DeploymentConfig) -> str | None:
+    gpus = deployment.replica_gpus
+    tp, pp = engine.tensor_parallel_size, engine.pipeline_parallel_size
+    if gpus > 1 and gpus != int(gpus):
+        return f"replica_gpus {gpus:g} above 1 must be a whole number of GPUs (one engine over several whole GPUs)"
+    if gpus > 1:
+        tp = tp or (int(gpus) // pp)
+        if tp * pp != int(gpus):
+            return (f"replica_gpus {int(gpus)} must equal engine.tensor_parallel_size x engine.pipeline_parallel_size "
+                    f"({tp} x {pp}): every GPU of the replica runs one rank of its engine")
+        return None
+    if (tp or 1) * pp > 1:
+        return (f"tensor_parallel_size x pipeline_parallel_size ({tp or 1} x {pp}) needs that many GPUs: set "
+                "deployment.replica_gpus to it")
+    return None
+
+
 class ConfigError(ValueError):
     """A configuration that cannot start; the message names each bad field path."""
 
 
-def format_validation_error(err: ValidationError) -> str:
-    return "invalid config:\n" + "\n".join(f"  {problem}" for problem in field_problems(err))
+def format_validation_error(err: ValidationError, *, single_model_form: bool = False) -> str:
+    problems = field_problems(err)
+    if single_model_form:  # name the fields as the file does: `model.x`, not `models.0.x`
+        problems = [re.sub(r"^models\.0(?=[.:])", "model", p) for p in problems]
+    return "invalid config:\n" + "\n".join(f"  {problem}" for problem in problems)
 
 
 def parse_config(data: object, base_dir: Path | None = None) -> LorafleetConfig:
     try:
         config = LorafleetConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err)) from None
+        single = isinstance(data, dict) and "model" in data and "models" not in data
+        raise ConfigError(format_validation_error(err, single_model_form=single)) from None
     return config.with_paths_resolved(base_dir) if base_dir else config
 
 

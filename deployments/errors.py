@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from adapters.errors import LorafleetError
 
-__all__ = ["EngineDead", "InvalidRequest", "LorafleetError", "Overloaded", "PermissionDenied", "RateLimited", "StoreUnavailable",
-           "Unauthenticated"]
+__all__ = ["EngineDead", "InvalidRequest", "LorafleetError", "ModelUnavailable", "Overloaded", "PermissionDenied",
+           "RateLimited", "StoreUnavailable", "Unauthenticated"]
 
 
 class InvalidRequest(LorafleetError):
@@ -63,3 +63,8 @@ class RateLimited(LorafleetError):
 
 class RequestTimeout(LorafleetError):
     """The client did not send its request body within the server's deadline (408)."""
+
+
+class ModelUnavailable(LorafleetError):
+    """A base model's files cannot be fetched (a wrong, empty or unreachable `source`):
+    the replica that needs them fails to start, with a message naming the source."""

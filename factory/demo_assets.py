@@ -11,6 +11,14 @@ the recipe (`.recipe-sha256`) and skipped when the digest matches.
 Shape choices: hidden 128 with head_dim 64 (vLLM's CPU attention kernels reject
 head_dim 16), 2 layers, a byte-level vocabulary (any text round-trips). Adapters vary
 rank (8 and 16) and target modules, so the fleet sees the variety real adapters have.
+
+A second base (`base-wide/`, served as `lorafleet-tiny-wide`) shows a fleet serving two
+bases of different shapes: hidden 192 (3 heads of 64), one shared key/value head
+(grouped-query attention, so k_proj/v_proj are 192 -> 64), 3 layers; its own copy
+pretraining and three skill adapters (`SECOND_ADAPTERS`) in the same adapter folder. An
+adapter of one base does not fit the other's modules, so validation would refuse it on
+the wrong base. It is cached under its own digest (`.recipe-wide-sha256`): adding it left
+the first base's digest, and every cache of it, unchanged.
 `build_adapter` still makes seeded *random* adapters: benchmarks use those when they
 need hundreds of adapters and no skill.
 """
@@ -24,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BASE_NAME = "lorafleet-tiny-llama"
+SECOND_BASE_NAME = "lorafleet-tiny-wide"
+SECOND_BASE_DIR = "base-wide"
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
@@ -71,6 +81,14 @@ DEMO_ADAPTERS: tuple[DemoAdapter, ...] = (
 )
 
 
+# The second base's adapters: a few, to keep the demo's build short (each trains 20-60 s).
+SECOND_ADAPTERS: tuple[DemoAdapter, ...] = (
+    DemoAdapter("wide-upper", 21, 8, ("v_proj", "up_proj", "down_proj"), task="upper"),
+    DemoAdapter("wide-rot13", 22, 16, ("o_proj", "up_proj", "down_proj"), task="rot13"),
+    DemoAdapter("wide-leet", 23, 8, ATTENTION + MLP, task="leet"),
+)
+
+
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -98,11 +116,11 @@ def build_tokenizer(out: Path) -> None:
     fast.save_pretrained(str(out))
 
 
-def build_base_model(out: Path) -> None:
+def build_base_model(out: Path, shape: dict | None = None) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(**_base_config_dict(), dtype="float32")
+    config = LlamaConfig(**(shape or _base_config_dict()), dtype="float32")
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)  # random weights; build_demo_assets then pretrains them
     model.save_pretrained(str(out), safe_serialization=True)
@@ -150,6 +168,7 @@ def build_adapter(base_dir: Path, spec: DemoAdapter, out: Path) -> None:
 
 RECIPE_FILE = ".recipe-sha256"  # the whole build is done (written last)
 BASE_FILE = ".base-recipe-sha256"  # the base is pretrained for this recipe (adapters may still be missing)
+SECOND_RECIPE_FILE = ".recipe-wide-sha256"  # the second base and its adapters are built (written last)
 
 
 def _base_config_dict() -> dict:
@@ -212,11 +231,64 @@ def build_demo_base(out: str | Path, *, digest: str | None = None, recipe=None, 
     return True
 
 
-def build_demo_assets(out: str | Path, *, adapters: tuple[DemoAdapter, ...] = DEMO_ADAPTERS, recipe=None, log=print) -> Path:
-    """Write `out/base/`, `out/adapters/<name>/` and `out/datasets/<name>.jsonl`; return `out`.
+def _second_base_config_dict() -> dict:
+    return dict(
+        vocab_size=VOCAB_SIZE, hidden_size=192, intermediate_size=384, num_hidden_layers=3,
+        num_attention_heads=3, num_key_value_heads=1, head_dim=64, max_position_embeddings=2048,
+        rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=3,
+    )
 
-    Skipped when `out/.recipe-sha256` matches this recipe (a cold build trains for a few
-    minutes). The digest file is written last, so an interrupted build is redone."""
+
+def _build_second_base(out: Path, recipe, log) -> None:
+    import torch
+
+    from factory.demo import DEFAULT_RECIPE, pretrain_base, recipe_digest, train_demo_adapters
+
+    recipe = recipe or DEFAULT_RECIPE
+    digest = recipe_digest(_second_base_config_dict(), SECOND_ADAPTERS, recipe)
+    marker = out / SECOND_RECIPE_FILE
+    if marker.is_file() and marker.read_text().strip() == digest:
+        return
+    started = time.monotonic()
+    base = out / SECOND_BASE_DIR
+    shutil.rmtree(base, ignore_errors=True)
+    for adapter in SECOND_ADAPTERS:
+        shutil.rmtree(out / "adapters" / adapter.name, ignore_errors=True)
+    base.mkdir(parents=True)
+    threads = torch.get_num_threads()
+    try:
+        build_tokenizer(base)
+        build_base_model(base, _second_base_config_dict())
+        log(f"lorafleet: pretraining the second demo base to copy text ({recipe.pretrain_steps} steps)...")
+        pretrain_base(base, recipe, progress=False)
+        _normalise_json(base / "config.json")
+        (base / "generation_config.json").unlink(missing_ok=True)
+        log(f"lorafleet: training {len(SECOND_ADAPTERS)} adapters of the second base ({recipe.workers} at a time)...")
+        train_demo_adapters(base, SECOND_BASE_NAME, SECOND_ADAPTERS, out / "adapters", out / "datasets", recipe, log=log)
+    finally:
+        torch.set_num_threads(threads)
+    marker.write_text(digest + "\n")
+    log(f"lorafleet: second demo base built in {time.monotonic() - started:.0f} s")
+
+
+def build_demo_assets(out: str | Path, *, adapters: tuple[DemoAdapter, ...] = DEMO_ADAPTERS, recipe=None, log=print,
+                      second_base: bool | None = None) -> Path:
+    """Write `out/base/`, `out/adapters/<name>/` and `out/datasets/<name>.jsonl`, then the
+    second base (`out/base-wide/` and its adapters beside the first's); return `out`.
+    `second_base` None: only with the demo's own adapters (a custom set is a test's or a
+    benchmark's, which needs the first base alone).
+
+    Each part is skipped when its digest file matches its recipe (a cold build trains for
+    a few minutes). Digest files are written last, so an interrupted build is redone."""
+    out = Path(out)
+    _build_first_base(out, adapters, recipe, log)
+    if second_base or (second_base is None and adapters == DEMO_ADAPTERS):
+        _build_second_base(out, recipe, log)
+    return out
+
+
+def _build_first_base(out: Path, adapters: tuple[DemoAdapter, ...], recipe, log) -> None:
+    """`out/base/`, its adapters and datasets; the second base's files are left alone."""
     import torch
 
     from factory.demo import DEFAULT_RECIPE, train_demo_adapters
@@ -225,10 +297,11 @@ def build_demo_assets(out: str | Path, *, adapters: tuple[DemoAdapter, ...] = DE
     out = Path(out)
     digest = demo_digest(adapters, recipe)
     if is_complete(out, digest):
-        return out
+        return
     started = time.monotonic()
     build_demo_base(out, digest=digest, recipe=recipe, log=log)  # keeps a base pretrained for this recipe
-    shutil.rmtree(out / "adapters", ignore_errors=True)  # a half-trained (or half-published) set: train them all
+    for adapter in adapters:  # a half-trained (or half-published) set: train them all
+        shutil.rmtree(out / "adapters" / adapter.name, ignore_errors=True)
     threads = torch.get_num_threads()
     try:
         random_ones = [a for a in adapters if a.task is None]
@@ -242,4 +315,3 @@ def build_demo_assets(out: str | Path, *, adapters: tuple[DemoAdapter, ...] = DE
         torch.set_num_threads(threads)
     mark_complete(out, digest)
     log(f"lorafleet: demo assets built in {time.monotonic() - started:.0f} s")
-    return out

@@ -115,7 +115,7 @@ class FakeFleetClient:
     async def placement(self) -> dict:
         return {"enabled": False, "plans": 0, "replicas": {}}
 
-    async def take_aborted_usage(self, ingress_id: str, wait_s: float, held_back: int = 0) -> list[AbortedUsage]:
+    async def take_aborted_usage(self, ingress_id: str, wait_s: float, held_back: dict[str, int] | None = None) -> list[AbortedUsage]:
         taken = [r for r in self.aborted if r.ingress_id == ingress_id]
         self.aborted = [r for r in self.aborted if r.ingress_id != ingress_id]
         return taken

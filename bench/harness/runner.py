@@ -139,7 +139,7 @@ def fleet_config(plan: BenchPlan, variant: Variant | str, base: Path, adapters: 
         variant = Variant.parse(variant)
     default = load_config(REPO / "configs" / "default.yaml").model_dump(mode="json")
     config = _deep_merge(_deep_merge(default, plan.fleet), variant.fleet)
-    config["model"]["source"] = str(base)
+    config["models"][0]["source"] = str(base)  # the default config dumps its one base as `models:`
     config["adapters"]["uri"] = str(adapters)
     config["server"].update(host="127.0.0.1", port=port)
     config.setdefault("routing", {})["policy"] = variant.policy
@@ -285,7 +285,7 @@ def run_plan(plan_file: Path, *, rounds: int | None = None, policies: tuple[str,
                 server = Server(config, log_dir / f"{plan.name}-{round_no}-{policy}.log")
                 try:
                     server.wait_ready()
-                    report = asyncio.run(measure(server.base_url, config["model"]["served_name"], plan.workload, plan.load, names))
+                    report = asyncio.run(measure(server.base_url, config["models"][0]["served_name"], plan.workload, plan.load, names))
                 finally:
                     server.stop()
             runs.append({"round": round_no, "policy": policy, "report": report.to_dict()})

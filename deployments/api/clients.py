@@ -39,7 +39,7 @@ class FleetClient(Protocol):
     async def placement(self) -> dict:
         """The placement controller's current plan."""
 
-    async def take_aborted_usage(self, ingress_id: str, wait_s: float, held_back: int = 0) -> list[AbortedUsage]:
+    async def take_aborted_usage(self, ingress_id: str, wait_s: float, held_back: dict[str, int] | None = None) -> list[AbortedUsage]:
         """Engine reports for requests of this ingress replica whose clients left;
         waits up to `wait_s` for the first one. `held_back`: requests this ingress
-        holds without an engine seat or refused since its last call (for the autoscaler)."""
+        holds without an engine seat or refused since its last call, per base (for the autoscaler)."""

@@ -3,10 +3,12 @@
     authenticate        the key -> a Principal (401), its request rate (429)
     read the body       capped and with a deadline, under a cap on concurrent reads (413, 408, 503)
     check the request   vLLM's own protocol models, strict integers (400 naming the field)
-    resolve the model   base model or an adapter version the caller may use (404, 400)
+    resolve the model   a served base, or an adapter version the caller may use and its
+                        base (404, 400); the request is checked against that base's limits
     admit               a slot in the ingress's admission cap (503), per-request limits
                         (400), the key's token budget (429)
-    call the engine     one retry on another replica if the first died before answering
+    call the engine     the base's own engine deployment; one retry on another of its
+                        replicas if the first died before answering
     account             the bill: the engine's usage when the answer ends, or its report
                         when the client left mid-generation
 
@@ -30,7 +32,7 @@ from deployments.api.body import read_capped
 from deployments.api.context import ApiContext
 from deployments.api.http_errors import to_http_error
 from deployments.api.relay import CLIENT_CLOSED, Outcome, collect_json, relay_sse
-from deployments.api.request_checks import check_request, parse_json_object, requested_model
+from deployments.api.request_checks import check_max_tokens, check_request, parse_json_object, requested_model
 from deployments.engine.protocol import Endpoint, EngineCall
 from deployments.errors import EngineDead, Overloaded
 from deployments.observability import metrics
@@ -71,18 +73,22 @@ class Completions:
         principal = ctx.authenticate(request)
         await ctx.count_request(principal)
         body = await self._read_body(request)
-        check_request(body, endpoint, max_model_len=ctx.config.engine.max_model_len)
-        adapter = await asyncio.to_thread(ctx.catalog.resolve, requested_model(body), principal)
-        observed.resolved(adapter.served_id if adapter else None)
-        ticket = ctx.admission.try_enter()
+        check_request(body, endpoint, max_model_len=ctx.longest_context)
+        target = await asyncio.to_thread(ctx.catalog.resolve, requested_model(body), principal)
+        view, adapter = ctx.view(target.base), target.adapter
+        if view.engine.max_model_len < ctx.longest_context:
+            check_max_tokens(body, endpoint, view.engine.max_model_len)  # this base's own context length
+        observed.resolved(adapter.served_id if adapter else None, model=target.base)
+        gate = ctx.admissions[target.base]
+        ticket = gate.try_enter()
         if ticket is None:
             raise Overloaded(
                 f"The fleet cannot start this request within {ctx.config.server.max_queue_wait_s:g} s "
-                "(server.max_queue_wait_s); retry after the Retry-After seconds.", retry_after_s=ctx.admission.retry_after_s())
+                "(server.max_queue_wait_s); retry after the Retry-After seconds.", retry_after_s=gate.retry_after_s())
         try:
-            admitted = await self._admit(body, endpoint, principal)
-            bill = ctx.new_bill(principal, adapter.name if adapter else ctx.catalog.base_name, admitted.reservation)
-            call = EngineCall(endpoint, admitted.body, adapter, uuid.uuid4().hex, ctx.ingress_id)
+            admitted = await self._admit(body, endpoint, principal, target.base)
+            bill = ctx.new_bill(principal, adapter.name if adapter else target.base, admitted.reservation, base=target.base)
+            call = EngineCall(endpoint, admitted.body, adapter, uuid.uuid4().hex, ctx.ingress_id, base=target.base)
             return await self._answer(call, bill, admitted.prompt_tokens, observed, ticket)
         except BaseException:
             ticket.release()
@@ -100,17 +106,18 @@ class Completions:
             reader.release()
         return parse_json_object(raw)
 
-    async def _admit(self, body: dict, endpoint: Endpoint, principal: Principal) -> "_Admitted":
-        """server.limits (400 naming the limit) and the key's token budget (429)."""
+    async def _admit(self, body: dict, endpoint: Endpoint, principal: Principal, base: str) -> "_Admitted":
+        """server.limits (400 naming the limit) and the key's token budget (429), with the
+        base's tokenizer and context length."""
         ctx = self.ctx
         limits = ctx.config.server.limits
         counter = None
         if limits.max_prompt_tokens is not None or principal.tokens_per_minute is not None or ctx.counts_prompts:
-            counter = await ctx.prompt_counter()
+            counter = await ctx.prompt_counter(base)
         admission: Admission = await asyncio.to_thread(
             check_limits, body, endpoint,
             max_tokens=limits.max_tokens, max_n=limits.max_n, max_prompt_tokens=limits.max_prompt_tokens,
-            max_model_len=ctx.config.engine.max_model_len, count_prompt=counter,
+            max_model_len=ctx.view(base).engine.max_model_len, count_prompt=counter,
         )
         reservation = await ctx.reserve_tokens(principal, admission.max_tokens_reserved)
         return _Admitted(admission.body, reservation, admission.prompt_tokens)

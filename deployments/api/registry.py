@@ -352,6 +352,7 @@ class Registry:
             }
             body["size"] = sum(f["size"] for f in body["files"].values())
         body["servable"] = entry.spec is not None
+        body["base"] = entry.spec.base if entry.spec else None  # the served base it is bound to
         body["error"] = entry.error
         return body
 
@@ -369,6 +370,7 @@ class Registry:
             "owner": latest.owner,
             "visibility": latest.visibility,
             "rank": spec.rank if spec else (m.rank if m else None),
+            "base": spec.base if spec else None,  # the served base it is bound to (None: not servable)
             "base_model": spec.base_model if spec else (m.base_model if m else None),
             "created": m.created if m else None,
             "source": m.source if m else "legacy",

@@ -44,7 +44,7 @@ def _request_model(endpoint: Endpoint):
     return ChatCompletionRequest
 
 
-def _check_max_tokens(body: dict, endpoint: Endpoint, max_model_len: int) -> None:
+def check_max_tokens(body: dict, endpoint: Endpoint, max_model_len: int) -> None:
     keys = ("max_tokens",) if endpoint is Endpoint.COMPLETIONS else ("max_tokens", "max_completion_tokens")
     for key in keys:
         value = body.get(key)
@@ -90,7 +90,7 @@ def check_request(body: dict, endpoint: Endpoint, *, max_model_len: int) -> None
     """Raise InvalidRequest naming the parameter if the body is not a valid request."""
     from vllm.exceptions import VLLMClientError
 
-    _check_max_tokens(body, endpoint, max_model_len)
+    check_max_tokens(body, endpoint, max_model_len)
     if endpoint is Endpoint.COMPLETIONS:
         _check_prompt_token_ids(body)
     try:

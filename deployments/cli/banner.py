@@ -12,7 +12,7 @@ from deployments.config import LorafleetConfig
 def ready_message(config: LorafleetConfig, adapter: str | None, metrics_url: str | None = None,
                   log_folder: Path | None = None) -> str:
     url = f"http://{config.server.host}:{config.server.port}"
-    model = adapter or config.model.served_name
+    model = adapter or config.served_names[0]
     extra = ""
     if metrics_url:
         extra += f"  Prometheus metrics (lorafleet's, Ray's, Ray Serve's): {metrics_url}\n"
@@ -20,7 +20,7 @@ def ready_message(config: LorafleetConfig, adapter: str | None, metrics_url: str
     if log_folder:
         extra += f"  logs (Ray, Serve, vLLM):   {log_folder}\n"
     return f"""
-lorafleet is serving {config.model.served_name} on {url}  (Ctrl-C to stop)
+lorafleet is serving {", ".join(config.served_names)} on {url}  (Ctrl-C to stop)
 
   curl {url}/v1/models
   curl {url}/v1/completions -H 'Content-Type: application/json' \\

@@ -120,11 +120,14 @@ def fleet_asks(config) -> tuple[Ask, ...]:
     """What `deployments.app.build_graph` asks Ray for (the fleet controller asks 0 CPUs,
     Serve's own controller and proxies too): the engine replicas and the ingress."""
     d = config.deployment
-    return (
-        Ask("EngineReplica", d.num_replicas, d.replica_cpus, d.replica_gpus,
-            "deployment.num_replicas x deployment.replica_cpus/replica_gpus"),
-        Ask("Ingress", d.ingress_replicas, d.ingress_cpus, 0.0, "deployment.ingress_replicas x deployment.ingress_cpus"),
+    engines = tuple(
+        Ask(config.engine_deployment_name(name), view.deployment.num_replicas, view.deployment.replica_cpus,
+            view.deployment.replica_gpus, "deployment.num_replicas x deployment.replica_cpus/replica_gpus"
+            + (f" (base {name})" if len(config.models) > 1 else ""))
+        for name, view in config.bases().items()
     )
+    return (*engines,
+            Ask("Ingress", d.ingress_replicas, d.ingress_cpus, 0.0, "deployment.ingress_replicas x deployment.ingress_cpus"))
 
 
 def _pack(asks: tuple[Ask, ...], nodes: list[list[float]]) -> dict[str, int]:

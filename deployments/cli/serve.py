@@ -89,8 +89,9 @@ def _load(args) -> LorafleetConfig | str:
         config = load_config(args.config).with_overrides(host=args.host, port=args.port, metrics_port=args.metrics_port)
     except ConfigError as err:
         return str(err)
-    if not args.demo and Path(config.model.source).is_absolute() and not Path(config.model.source).exists():
-        return f"base model folder {config.model.source} does not exist (run `lorafleet demo-assets`, or serve with --demo)"
+    for m in config.models:
+        if not args.demo and Path(m.source).is_absolute() and not Path(m.source).exists():
+            return f"base model folder {m.source} does not exist (run `lorafleet demo-assets`, or serve with --demo)"
     if not _port_free(config.server.host, config.server.port):
         return f"{config.server.host}:{config.server.port} is already in use; pick another with --port"
     usage = config.server.usage
@@ -123,7 +124,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"lorafleet: warning: {warning}", file=sys.stderr)
     try:
         demo = DemoRun(config, console) if args.demo else None
-    except DemoError as err:
+    except (DemoError, ConfigError) as err:  # ConfigError: --demo with a config of several bases
         print(f"lorafleet: {err}", file=sys.stderr)
         return 2
     # A local cluster opens Ray's metrics endpoint at server.metrics_port (on all
@@ -215,8 +216,8 @@ def _serve(config, args, console, driver_log, demo, stop, ready, metrics_port, l
         if failed:
             console.say(f"lorafleet: {failed}")
             return 1
-    n = config.deployment.num_replicas
-    console.step(f"starting {n} engine replica{'s' if n != 1 else ''} (vLLM, {config.model.served_name})...")
+    n = sum(view.deployment.num_replicas for view in config.bases().values())
+    console.step(f"starting {n} engine replica{'s' if n != 1 else ''} (vLLM, {', '.join(config.served_names)})...")
     deploy = Deploy(build_app(config), APP_NAME)
     fleet = Fleet(config, metrics_port)
     watch = StartupWatch(console, asks, n, free_resources=ray.available_resources)

@@ -36,13 +36,16 @@ class StartupWatch:
     def update(self, app: dict) -> None:
         """`app`: {"deployments": {name: an object with `replica_states` and `message`}}."""
         now = self.clock()
-        for name, info in app.get("deployments", {}).items():
+        deployments = app.get("deployments", {})
+        # every base's engine deployment (EngineReplica, EngineReplica-<base>) counts
+        running = sum({str(getattr(k, "value", k)): v for k, v in info.replica_states.items()}.get("RUNNING", 0)
+                      for name, info in deployments.items() if name.startswith(ENGINE))
+        if running > self.ready:
+            for k in range(self.ready + 1, running + 1):
+                self.console.step(f"engine replica {k}/{self.num_replicas} ready ({now - self.started:.0f} s after deploying)")
+            self.ready = running
+        for name, info in deployments.items():
             states = {str(getattr(k, "value", k)): v for k, v in info.replica_states.items()}
-            running = states.get("RUNNING", 0)
-            if name == ENGINE and running > self.ready:
-                for k in range(self.ready + 1, running + 1):
-                    self.console.step(f"engine replica {k}/{self.num_replicas} ready ({now - self.started:.0f} s after deploying)")
-                self.ready = running
             starting = states.get("STARTING", 0) + states.get("RECOVERING", 0)
             if not starting or now - self.started < PENDING_REPORT_AFTER_S:
                 continue
@@ -61,6 +64,6 @@ class StartupWatch:
                 return f"pending: waiting for resources: {why}"
         if "schedul" in message:
             return f"pending: {message}"
-        if name == ENGINE:
+        if name.startswith(ENGINE):
             return "starting (importing vLLM and loading the model; its log is in the log folder)"
         return "starting"

@@ -7,7 +7,7 @@ usage ledger and rate limits and never forwards). Errors travel the same way
 (a head with a 4xx/5xx status and an OpenAI error body), so the ingress never has to
 guess what an exception from a remote actor meant.
 
-The call itself is one `EngineCall`: the checked body, the resolved adapter, and the
+The call itself is one `EngineCall`: the checked body, the resolved base and adapter, and the
 ids that let a request's bill find its way back when its client leaves mid-generation
 (the engine then reports an `AbortedUsage` through the fleet controller to the ingress
 replica named in the call, see deployments.tenancy.billing).
@@ -61,6 +61,7 @@ class EngineCall:
     adapter: AdapterSpec | None
     request_id: str  # unique per request: vLLM's request ids carry it
     ingress_id: str = ""  # the ingress replica that holds the request's bill
+    base: str = ""  # the base model's served name: the engine deployment the call goes to
 
 
 @dataclass(frozen=True)

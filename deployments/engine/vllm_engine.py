@@ -22,6 +22,7 @@ from cluster.residency import ResidencyTracker
 from cluster.stats import ReplicaStats
 from deployments.config import LorafleetConfig
 from deployments.engine.base import Engine
+from deployments.engine.resources import parallel_args
 from deployments.engine.protocol import PARAM_NAMES, AbortedUsage, Endpoint, EngineCall, FinalUsage, ResponseHead, error_body
 from deployments.engine.usage_meter import UsageMeter
 from deployments.engine.vllm_plugin import plugin_environment, plugin_state
@@ -59,7 +60,7 @@ def vllm_cli_args(config: LorafleetConfig) -> list[str]:
         args.append("--enforce-eager")
     if config.deployment.replica_gpus > 0:
         args += ["--gpu-memory-utilization", str(e.gpu_memory_utilization)]
-    return args
+    return args + parallel_args(config)  # a tensor/pipeline-parallel engine over the replica's placement group
 
 
 def parse_vllm_args(config: LorafleetConfig) -> argparse.Namespace:

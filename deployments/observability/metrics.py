@@ -127,79 +127,84 @@ TIME_PER_OUTPUT_TOKEN = _histogram(
 RESIDENT_ADAPTERS = _gauge(
     "lorafleet_replica_resident_adapters",
     "Adapters on a replica by tier: gpu = in a LoRA slot, cpu = in host memory only, loading = being read.",
-    "replica", "tier")
+    "model", "replica", "tier")
 ADAPTER_SLOTS = _gauge(
     "lorafleet_replica_adapter_slots",
     "Adapter capacity by tier: gpu = LoRA slots (max_loras), cpu = host cache (max_cpu_loras, "
     "which also holds the adapters in GPU slots).",
-    "replica", "tier")
+    "model", "replica", "tier")
 ADAPTER_LOADS = _counter(
     "lorafleet_adapter_loads_total",
     "Adapters brought into a tier: gpu = into a LoRA slot (from host memory), cpu = read from the "
     "store into host memory.",
-    "replica", "tier")
+    "model", "replica", "tier")
 ADAPTER_EVICTIONS = _counter(
     "lorafleet_adapter_evictions_total",
     "Adapters that left a tier: gpu = lost their LoRA slot, cpu = dropped from host memory.",
-    "replica", "tier")
+    "model", "replica", "tier")
 ADAPTER_LOAD_FAILURES = _counter(
     "lorafleet_adapter_load_failures_total",
     "Adapter loads that failed on a replica, by reason: store (missing from the store or not matching its "
     "manifest's sha256), refused (the engine could not use the weights: unservable fleet-wide from then on).",
-    "replica", "reason")
+    "model", "replica", "reason")
 ADAPTER_LOAD_DURATION = _histogram(
     "lorafleet_adapter_load_duration_seconds",
     "Time to read an adapter from the store into the engine (vLLM add_lora).",
-    ADAPTER_LOAD_BUCKETS_S, "replica")
-QUEUED_REQUESTS = _gauge("lorafleet_replica_queued_requests", "Requests waiting in the engine's queue.", "replica")
-RUNNING_REQUESTS = _gauge("lorafleet_replica_running_requests", "Requests the engine is running.", "replica")
-KV_CACHE_USAGE = _gauge("lorafleet_replica_kv_cache_usage_ratio", "Fraction of the engine's KV cache in use (0-1).", "replica")
+    ADAPTER_LOAD_BUCKETS_S, "model", "replica")
+QUEUED_REQUESTS = _gauge("lorafleet_replica_queued_requests", "Requests waiting in the engine's queue.", "model", "replica")
+RUNNING_REQUESTS = _gauge("lorafleet_replica_running_requests", "Requests the engine is running.", "model", "replica")
+KV_CACHE_USAGE = _gauge("lorafleet_replica_kv_cache_usage_ratio", "Fraction of the engine's KV cache in use (0-1).", "model", "replica")
 GPU_UTILIZATION = _gauge(
     "lorafleet_gpu_utilization_ratio",
     "NVML GPU utilisation (0-1) of each GPU of a replica; absent where there is no GPU.",
-    "replica", "gpu")
-GPU_MEMORY_USED = _gauge("lorafleet_gpu_memory_used_bytes", "NVML memory in use on each GPU of a replica.", "replica", "gpu")
-GPU_MEMORY_TOTAL = _gauge("lorafleet_gpu_memory_total_bytes", "NVML memory size of each GPU of a replica.", "replica", "gpu")
+    "model", "replica", "gpu")
+GPU_MEMORY_USED = _gauge("lorafleet_gpu_memory_used_bytes", "NVML memory in use on each GPU of a replica.", "model", "replica", "gpu")
+GPU_MEMORY_TOTAL = _gauge("lorafleet_gpu_memory_total_bytes", "NVML memory size of each GPU of a replica.", "model", "replica", "gpu")
 # router
 ROUTER_DECISIONS = _counter(
     "lorafleet_router_decisions_total",
     "Routing decisions by the chosen replica's residency of the request's adapter: gpu, cpu (hits), "
-    "loading, free_slot, needs_eviction, unknown (misses), base (no adapter), none (no replica).",
-    "policy", "tier")
+    "loading, free_slot, needs_eviction, unknown (misses), base (no adapter), none (no replica). `model` is the base "
+    "whose engine deployment the router serves.",
+    "model", "policy", "tier")
 ROUTER_DECISION_DURATION = _histogram(
     "lorafleet_router_decision_duration_seconds",
     "Time of one routing decision in the router (view refresh + policy).",
-    DECISION_BUCKETS_S, "policy")
+    DECISION_BUCKETS_S, "model", "policy")
 # controller
-LIVE_REPLICAS = _gauge("lorafleet_controller_live_replicas", "Engine replicas that reported to the fleet controller recently.")
+LIVE_REPLICAS = _gauge(
+    "lorafleet_controller_live_replicas", "Engine replicas of each base model that reported to the fleet controller recently.",
+    "model")
 PLANNING_DURATION = _histogram(
-    "lorafleet_controller_planning_duration_seconds", "Wall time of one placement planning pass.", PLANNING_BUCKETS_S)
+    "lorafleet_controller_planning_duration_seconds", "Wall time of one placement planning pass (one per base model).",
+    PLANNING_BUCKETS_S, "model")
 PLACEMENT_ACTIONS = _counter(
     "lorafleet_controller_placement_actions_total", "Placement actions carried out, by action (load, unload) and tier.",
-    "action", "tier")
+    "model", "action", "tier")
 PLACEMENT_DRIFT = _gauge(
     "lorafleet_controller_placement_drift_actions",
     "Actions between the desired and the observed placement after the last planning pass, by action and tier.",
-    "action", "tier")
+    "model", "action", "tier")
 AUTOSCALING_TARGET = _gauge(
     "lorafleet_autoscaling_target_replicas",
-    "Engine replicas the adapter-aware autoscaler asks for (autoscaling.enabled), relayed to Ray Serve.")
+    "Engine replicas the adapter-aware autoscaler asks for (autoscaling.enabled), relayed to Ray Serve, by base.", "model")
 AUTOSCALING_NEED = _gauge(
     "lorafleet_autoscaling_needed_replicas",
-    "Replicas the demand needs now (the binding one of compute, LoRA slots and host memory), before the forecast.")
+    "Replicas the demand needs now (the binding one of compute, LoRA slots and host memory), before the forecast, by base.",
+    "model")
 
 # ingress: the usage ledger and per-key limits (tenant = the key's tenant, bounded by the keys file)
 USAGE_REQUESTS = _counter(
     "lorafleet_usage_requests_total",
-    "Completed requests as recorded in the usage ledger, by tenant and adapter label.", "tenant", "adapter")
+    "Completed requests as recorded in the usage ledger, by tenant, base model and adapter label.", "tenant", "model", "adapter")
 USAGE_PROMPT_TOKENS = _counter(
     "lorafleet_usage_prompt_tokens_total",
-    "Prompt tokens as recorded in the usage ledger (the engine's final usage), by tenant and adapter label.",
-    "tenant", "adapter")
+    "Prompt tokens as recorded in the usage ledger (the engine's final usage), by tenant, base model and adapter label.",
+    "tenant", "model", "adapter")
 USAGE_COMPLETION_TOKENS = _counter(
     "lorafleet_usage_completion_tokens_total",
-    "Generated tokens as recorded in the usage ledger (the engine's final usage), by tenant and adapter label.",
-    "tenant", "adapter")
+    "Generated tokens as recorded in the usage ledger (the engine's final usage), by tenant, base model and adapter label.",
+    "tenant", "model", "adapter")
 RATE_LIMITED = _counter(
     "lorafleet_rate_limited_requests_total",
     "Requests refused with 429 by a per-key limit, by tenant and limit (requests or tokens).", "tenant", "limit")
@@ -220,7 +225,7 @@ VLLM_PLUGIN_APPLIED = _gauge(
     "lorafleet_vllm_plugin_applied_replicas",
     "1 if lorafleet's vLLM plugin (the LoRA kernel fix) is in place in a replica's engine and was written for its "
     "vLLM version, else 0.",
-    "replica", "vllm_version")
+    "model", "replica", "vllm_version")
 
 # Every definition above, in definition order (for docs, dashboards checks and tests).
 ALL_METRICS: tuple[MetricSpec, ...] = tuple(v for v in dict(globals()).values() if isinstance(v, MetricSpec))
@@ -298,10 +303,11 @@ def metric(spec: MetricSpec) -> Any:
 
 
 def configure(config: LorafleetConfig) -> None:
-    """Once per process: the `model` label value and the adapter label bound."""
+    """Once per process: the `model` label value (an engine replica's base; the ingress,
+    which serves every base, labels each request with its own) and the adapter label bound."""
     global _model, _labels
     obs = config.observability
-    _model = config.model.served_name
+    _model = config.served_names[0] if len(config.models) == 1 else ""
     _labels = AdapterLabels(obs.adapter_label_top_k, obs.adapter_label_review_s)
 
 
@@ -317,19 +323,22 @@ class RequestObservation:
     byte. The ingress creates one per request, says which adapter it resolved to, marks a
     stream's first chunk and finishes it once with the final status."""
 
-    __slots__ = ("endpoint", "adapter", "status", "started", "ttft_s", "_done")
+    __slots__ = ("endpoint", "model", "adapter", "status", "started", "ttft_s", "_done")
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
+        self.model = _model  # until resolved: the one base of a one-base fleet, else ""
         self.adapter = UNKNOWN
         self.status = 200
         self.started = time.perf_counter()
         self.ttft_s: float | None = None
         self._done = False
 
-    def resolved(self, adapter: str | None) -> None:
-        """The request is for `adapter` (None = the base model)."""
+    def resolved(self, adapter: str | None, model: str | None = None) -> None:
+        """The request is for `adapter` (None = the base model) of base `model`."""
         self.adapter = _labels.label(adapter)
+        if model is not None:
+            self.model = model
 
     def first_chunk(self) -> None:
         self.ttft_s = time.perf_counter() - self.started
@@ -341,11 +350,13 @@ class RequestObservation:
         self._done = True
         if status is not None:
             self.status = status
-        record_request(self.endpoint, self.adapter, self.status, time.perf_counter() - self.started, self.ttft_s)
+        record_request(self.endpoint, self.adapter, self.status, time.perf_counter() - self.started, self.ttft_s,
+                       model=self.model)
 
 
-def record_request(endpoint: str, adapter_label: str, status: int, duration_s: float, ttft_s: float | None) -> None:
-    tags = {"model": _model, "adapter": adapter_label, "endpoint": endpoint}
+def record_request(endpoint: str, adapter_label: str, status: int, duration_s: float, ttft_s: float | None,
+                   model: str | None = None) -> None:
+    tags = {"model": _model if model is None else model, "adapter": adapter_label, "endpoint": endpoint}
     metric(REQUESTS).inc(1, {**tags, "status": str(status)})
     if 200 <= status < 300:
         metric(REQUEST_DURATION).observe(duration_s, tags)
@@ -353,9 +364,10 @@ def record_request(endpoint: str, adapter_label: str, status: int, duration_s: f
             metric(TIME_TO_FIRST_TOKEN).observe(ttft_s, tags)
 
 
-def record_ledger_usage(tenant: str, adapter: str | None, prompt_tokens: int, completion_tokens: int) -> None:
-    """A request the usage ledger recorded (`adapter` None = the base model)."""
-    tags = {"tenant": tenant, "adapter": _labels.label(adapter)}
+def record_ledger_usage(tenant: str, adapter: str | None, prompt_tokens: int, completion_tokens: int,
+                        model: str | None = None) -> None:
+    """A request the usage ledger recorded (`adapter` None = the base model) of base `model`."""
+    tags = {"tenant": tenant, "model": _model if model is None else model, "adapter": _labels.label(adapter)}
     metric(USAGE_REQUESTS).inc(1, tags)
     if prompt_tokens:
         metric(USAGE_PROMPT_TOKENS).inc(prompt_tokens, tags)
@@ -381,7 +393,7 @@ def record_rate_limit_store(up: bool) -> None:
 
 def record_plugin_state(replica_id: str, state: dict) -> None:
     applied = 1.0 if state["applied"] and state["version_ok"] else 0.0
-    metric(VLLM_PLUGIN_APPLIED).set(applied, {"replica": replica_id, "vllm_version": state["vllm_version"]})
+    metric(VLLM_PLUGIN_APPLIED).set(applied, {"model": _model, "replica": replica_id, "vllm_version": state["vllm_version"]})
 
 
 # ---- engine replica --------------------------------------------------------------------
@@ -426,11 +438,11 @@ def observe_finished_requests(replica_id: str, finished: Iterable[Any]) -> None:
 
 
 def record_adapter_load_failure(replica_id: str, reason: str) -> None:
-    metric(ADAPTER_LOAD_FAILURES).inc(1, {"replica": replica_id, "reason": reason})
+    metric(ADAPTER_LOAD_FAILURES).inc(1, {"model": _model, "replica": replica_id, "reason": reason})
 
 
 def observe_adapter_load(replica_id: str, seconds: float) -> None:
-    metric(ADAPTER_LOAD_DURATION).observe(seconds, {"replica": replica_id})
+    metric(ADAPTER_LOAD_DURATION).observe(seconds, {"model": _model, "replica": replica_id})
 
 
 class ObservedResidency(ResidencyTracker):
@@ -482,12 +494,12 @@ class ObservedResidency(ResidencyTracker):
         )
         for spec, tier, count in events:
             if count > 0:
-                metric(spec).inc(count, {"replica": self.replica_id, "tier": tier.value})
+                metric(spec).inc(count, {"model": _model, "replica": self.replica_id, "tier": tier.value})
 
 
 def publish_replica_stats(stats: ReplicaStats) -> None:
     """Set the replica's gauges from its stats (once per stats period)."""
-    replica = {"replica": stats.replica_id}
+    replica = {"model": stats.base or _model, "replica": stats.replica_id}
     resident = metric(RESIDENT_ADAPTERS)
     for tier, names in ((Tier.GPU, stats.gpu_resident), (Tier.CPU, stats.cpu_resident), (Tier.LOADING, stats.loading)):
         resident.set(len(names), {**replica, "tier": tier.value})
@@ -561,7 +573,7 @@ class GpuMonitor:
             logger.warning("GPU metrics read failed on replica %s: %s", self.replica_id, err)
             return
         for s in samples:
-            tags = {"replica": self.replica_id, "gpu": s.gpu}
+            tags = {"model": _model, "replica": self.replica_id, "gpu": s.gpu}
             metric(GPU_UTILIZATION).set(s.utilization, tags)
             metric(GPU_MEMORY_USED).set(s.memory_used_bytes, tags)
             metric(GPU_MEMORY_TOTAL).set(s.memory_total_bytes, tags)
@@ -581,10 +593,11 @@ class DecisionRecorder:
     so a decision does not pay for a second Ray call.
     """
 
-    def __init__(self, policy: str, flush_s: float = 1.0) -> None:
+    def __init__(self, policy: str, flush_s: float = 1.0, model: str = "") -> None:
         self.policy = policy
+        self.model = model
         self.flush_s = flush_s
-        self._tags = {"policy": policy}
+        self._tags = {"model": model, "policy": policy}
         self._pending: dict[str, int] = {}
         self._flush_scheduled = False
         self._duration = None
@@ -606,21 +619,23 @@ class DecisionRecorder:
         self._flush_scheduled = False
         counter = metric(ROUTER_DECISIONS)
         for tier, count in pending.items():
-            counter.inc(count, {"policy": self.policy, "tier": tier})
+            counter.inc(count, {**self._tags, "tier": tier})
 
 
 # ---- controller ------------------------------------------------------------------------
 
 
 class LiveReplicasGauge:
-    """Sets `lorafleet_controller_live_replicas` every `period_s` from `live()` (the
-    controller's live replicas), on a task started by the first `ensure_running` call
-    from the controller's event loop: it keeps counting down to 0 when replicas stop
-    reporting, which a value set only on reports would not."""
+    """Sets `lorafleet_controller_live_replicas` per base every `period_s` from `live()`
+    (the controller's live replicas' stats), on a task started by the first
+    `ensure_running` call from the controller's event loop: it keeps counting down to 0
+    when replicas stop reporting, which a value set only on reports would not. Every
+    base in `bases` gets a value, 0 included."""
 
-    def __init__(self, live: Callable[[], Sized], period_s: float) -> None:
+    def __init__(self, live: Callable[[], Sized], period_s: float, bases: Iterable[str] = ()) -> None:
         self._live = live
         self.period_s = period_s
+        self.bases = list(bases)
         self._task: asyncio.Task | None = None
 
     def ensure_running(self) -> None:
@@ -628,7 +643,13 @@ class LiveReplicasGauge:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     def publish(self) -> None:
-        metric(LIVE_REPLICAS).set(len(self._live()))
+        counts = dict.fromkeys(self.bases, 0)
+        for stats in self._live():
+            base = getattr(stats, "base", "")
+            counts[base] = counts.get(base, 0) + 1
+        gauge = metric(LIVE_REPLICAS)
+        for base, count in counts.items():
+            gauge.set(count, {"model": base})
 
     async def _run(self) -> None:
         while True:
@@ -645,29 +666,30 @@ def _action_keys(actions: Iterable[Any]) -> list[tuple[str, str]]:
     return [("load" if isinstance(a, Load) else "unload", Tier(a.tier).value) for a in actions]
 
 
-def record_autoscaling(target: int, need: float | None) -> None:
-    """Hook for the fleet controller, after each autoscaling decision."""
-    metric(AUTOSCALING_TARGET).set(target)
+def record_autoscaling(target: int, need: float | None, model: str = "") -> None:
+    """Hook for the fleet controller, after each autoscaling decision for base `model`."""
+    metric(AUTOSCALING_TARGET).set(target, {"model": model})
     if need is not None:
-        metric(AUTOSCALING_NEED).set(need)
+        metric(AUTOSCALING_NEED).set(need, {"model": model})
 
 
-def record_placement_pass(duration_s: float, outstanding: Iterable[Any]) -> None:
-    """Hook for the placement controller, after each planning pass: its wall time
-    (`PlacementLoop.last_plan_s`) and the actions its diff lists (`last_actions`), i.e.
-    the drift between the desired and the observed placement, per action and tier."""
-    metric(PLANNING_DURATION).observe(duration_s)
+def record_placement_pass(duration_s: float, outstanding: Iterable[Any], model: str = "") -> None:
+    """Hook for the placement controller, after each planning pass of base `model`: its
+    wall time (`PlacementLoop.last_plan_s`) and the actions its diff lists
+    (`last_actions`), i.e. the drift between the desired and the observed placement,
+    per action and tier."""
+    metric(PLANNING_DURATION).observe(duration_s, {"model": model})
     counts = dict.fromkeys(((a, t.value) for a in ("load", "unload") for t in (Tier.GPU, Tier.CPU)), 0)
     for key in _action_keys(outstanding):
         counts[key] = counts.get(key, 0) + 1
     drift = metric(PLACEMENT_DRIFT)
     for (action, tier), count in counts.items():
-        drift.set(count, {"action": action, "tier": tier})
+        drift.set(count, {"model": model, "action": action, "tier": tier})
 
 
-def record_placement_actions(applied: Iterable[Any]) -> None:
+def record_placement_actions(applied: Iterable[Any], model: str = "") -> None:
     """Hook for whoever carries placement actions out (Load / Unload of
     `cluster.placement.planner`): call once with the actions actually applied."""
     counter = metric(PLACEMENT_ACTIONS)
     for action, tier in _action_keys(applied):
-        counter.inc(1, {"action": action, "tier": tier})
+        counter.inc(1, {"model": model, "action": action, "tier": tier})

@@ -37,12 +37,23 @@ class RayEngineStream:
 
 
 class RayEngineClient:
-    def __init__(self, engine: DeploymentHandle):
-        self.engine = engine
+    """One handle per base's engine deployment: a call goes to the deployment of its base
+    (`call.base`), whose own router picks the replica, so an adapter never reaches
+    another base's engines."""
+
+    def __init__(self, engines: dict[str, DeploymentHandle]):
+        self.engines = engines
+        self._only = next(iter(engines.values())) if len(engines) == 1 else None
+
+    def _handle(self, base: str) -> DeploymentHandle:
+        handle = self.engines.get(base) or self._only
+        if handle is None:
+            raise KeyError(f"no engine deployment for base {base!r}")  # the catalog resolves only served bases
+        return handle
 
     async def open(self, call: EngineCall, *, avoid_replica: str | None = None) -> RayEngineStream:
         adapter = call.adapter.served_id if call.adapter else ""
-        handle = self.engine.options(stream=True, multiplexed_model_id=adapter)
+        handle = self._handle(call.base).options(stream=True, multiplexed_model_id=adapter)
         stream = handle.generate.remote(call, avoid_replica=avoid_replica)
         try:
             head = await stream.__anext__()
@@ -65,5 +76,5 @@ class RayFleetClient:
     async def placement(self) -> dict:
         return await self.controller.placement.remote()
 
-    async def take_aborted_usage(self, ingress_id: str, wait_s: float, held_back: int = 0) -> list[AbortedUsage]:
+    async def take_aborted_usage(self, ingress_id: str, wait_s: float, held_back: dict[str, int] | None = None) -> list[AbortedUsage]:
         return await self.controller.take_aborted_usage.remote(ingress_id, wait_s, held_back)

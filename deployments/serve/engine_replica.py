@@ -1,5 +1,11 @@
 """The engine replica as a Ray Serve deployment: thin glue around an `Engine`.
 
+Each base model has its own deployment of this class (`deployments.app`); a replica
+gets its base's view of the config (`LorafleetConfig.for_base`), fetches the base's
+files to the node when they live in S3 or a hub (`engine.model_files`, before vLLM
+starts; a wrong source fails the replica's start naming it), and says which base it
+serves in its stats, so the controller plans each base's replicas separately.
+
 Ray Serve gives it three hooks that matter: `record_routing_stats` (what the request
 router sees of this replica), `check_health` (a dead engine fails it, so Serve
 replaces the replica instead of letting it answer errors forever) and the streaming
@@ -25,8 +31,10 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.adapter_store import open_adapter_store
 from deployments.config import LorafleetConfig
+from adapters.errors import AdapterLoadError
 from deployments.engine.base import VLLM_ENGINE, load_engine_factory
 from deployments.engine.cpu_binding import bind_engine_threads
+from deployments.model_files import local_model_path
 from deployments.engine.protocol import EngineCall
 from deployments.observability import metrics
 from deployments.serve.autoscaling_policy import TARGET_METRIC
@@ -39,7 +47,10 @@ logger = logging.getLogger(__name__)
 class EngineReplica:
     async def __init__(self, config: dict, controller: DeploymentHandle | None = None, engine_factory: str = VLLM_ENGINE):
         self._started_at = time.time()
-        self.config = LorafleetConfig.model_validate(config)
+        view = LorafleetConfig.model_validate(config)  # one base's view (LorafleetConfig.for_base)
+        self.base = view.model.served_name
+        local = await asyncio.to_thread(local_model_path, view.model, view.deployment.model_cache_dir)
+        self.config = view.with_local_source(local)
         metrics.configure(self.config)
         context = serve.get_replica_context()
         replica_id = context.replica_id.unique_id
@@ -93,6 +104,11 @@ class EngineReplica:
     async def generate(self, call: EngineCall, avoid_replica: str | None = None):
         """`avoid_replica` is for the request router (a retry names the replica that died).
         Chunks ready at once cross Ray together (`coalesce`)."""
+        if call.adapter is not None and call.adapter.base and call.adapter.base != self.base:
+            # The ingress calls each base's own deployment; reaching here is a bug. Refuse
+            # rather than apply one base's LoRA to another's weights.
+            raise AdapterLoadError(f"adapter `{call.adapter.served_id}` belongs to base {call.adapter.base!r}; this replica "
+                                   f"serves {self.base!r}", retriable=False, param="model")
         stream = coalesced(self.engine.generate(call))
         try:
             async for item in stream:
@@ -103,7 +119,7 @@ class EngineReplica:
             raise
 
     def _stats(self):
-        return dataclasses.replace(self.engine.stats(), started_at=self._started_at, ready_at=self._ready_at)
+        return dataclasses.replace(self.engine.stats(), base=self.base, started_at=self._started_at, ready_at=self._ready_at)
 
     def record_routing_stats(self) -> dict:
         return self._stats().to_dict()

@@ -1,7 +1,7 @@
 """The OpenAI-compatible HTTP ingress as a Ray Serve deployment: glue only.
 
 It builds the API's context (`deployments.api.context`) with clients over the engine
-and controller handles, serves `deployments.api.app.build_api(ctx)` as its ASGI app
+deployments' handles (one per base model) and the controller's, serves `deployments.api.app.build_api(ctx)` as its ASGI app
 (Serve's late-bound ingress: `__serve_build_asgi_app__`), and runs one background task
 that bills requests whose clients left mid-generation with the engines' reports.
 Everything a request goes through is in `deployments/api/`, testable without Ray.
@@ -28,13 +28,14 @@ logger = logging.getLogger(__name__)
 @serve.deployment(name="Ingress")
 @serve.ingress()
 class Ingress:
-    async def __init__(self, config: dict, engine: DeploymentHandle, controller: DeploymentHandle):
+    async def __init__(self, config: dict, engines: dict[str, DeploymentHandle], controller: DeploymentHandle):
+        """`engines`: base served name -> that base's engine deployment."""
         self.config = LorafleetConfig.model_validate(config)
         metrics.configure(self.config)
         ingress_id = serve.get_replica_context().replica_id.unique_id
         self.ctx = build_context(
             self.config, open_adapter_store(self.config),
-            engine=RayEngineClient(engine), fleet=RayFleetClient(controller), ingress_id=ingress_id,
+            engine=RayEngineClient(engines), fleet=RayFleetClient(controller), ingress_id=ingress_id,
         )
         self._collector = asyncio.get_running_loop().create_task(self.ctx.collect_aborted_usage())
 

@@ -121,9 +121,11 @@ class PeerScaledInflight(InflightTracker):
 
 
 class AdapterAwareRouter(FIFOMixin, RequestRouter):
-    def initialize_state(self, policy: str = "adapter_affinity", settings: dict[str, Any] | None = None,
+    def initialize_state(self, policy: str = "adapter_affinity", settings: dict[str, Any] | None = None, base: str = "",
                          peers: int = 1, **_: Any) -> None:
-        """`peers`: how many routers share the traffic (the ingress replicas)."""
+        """`base`: the base model whose engine deployment this router serves (one router
+        per deployment: each base's adapters are routed over its own replicas only).
+        `peers`: how many routers share the traffic (the ingress replicas)."""
         self._policy = make_policy(policy, RoutingSettings(**(settings or {})))
         self._inflight = PeerScaledInflight(peers)
         self._claims = Claims(self._inflight)
@@ -133,8 +135,8 @@ class AdapterAwareRouter(FIFOMixin, RequestRouter):
         self._view_list: list[RunningReplica] | None = None
         self._by_id: dict[str, RunningReplica] = {}
         self._parsed: dict[str, tuple[Any, ReplicaStats]] = {}  # replica id -> (its stats dict's ts, parsed)
-        self._decisions = metrics.DecisionRecorder(self._policy.name)
-        logger.info("lorafleet router: policy %s", policy)
+        self._decisions = metrics.DecisionRecorder(self._policy.name, model=base)
+        logger.info("lorafleet router: policy %s for base %s", policy, base or "(one base)")
 
     def _current_view(self, replicas: list[RunningReplica]) -> ClusterView:
         """The policy's view of the replicas. Rebuilt only when Ray hands a new candidate

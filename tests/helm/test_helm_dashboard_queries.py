@@ -29,7 +29,7 @@ from tests.helm.promtool import dcgm, ray_pod, series, test_rules
 from tests.helm.rendering import CHART
 
 HEAD, POD_A, POD_B, POD_X = "fleet-lorafleet-head-7d2kq", "fleet-lorafleet-gpu-worker-a", "fleet-lorafleet-gpu-worker-b", "other-lorafleet-gpu-worker-x"
-VARIABLES = {"__rate_interval": "2m", "__range": "10m", "release": "llm/fleet", "replica": ".*", "adapter": ".*",
+VARIABLES = {"__rate_interval": "2m", "__range": "10m", "release": "llm/fleet", "model": ".*", "replica": ".*", "adapter": ".*",
              "tenant": ".*"}
 EVAL = "10m"
 

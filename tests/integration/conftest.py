@@ -31,6 +31,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def first_base_only():
+    """copytree's ignore for a one-base fleet's store: not the second demo base's adapters
+    (they would be listed as unservable: trained on a base that fleet does not serve)."""
+    from factory.demo_assets import SECOND_ADAPTERS
+
+    return shutil.ignore_patterns(".lorafleet", *(a.name for a in SECOND_ADAPTERS))
+
+
 def _make_invalid_adapters(adapters: Path) -> None:
     pickle = adapters / "broken-pickle"
     shutil.copytree(adapters / "poet", pickle)
@@ -126,7 +134,7 @@ def stop_fleet(fleet: Fleet) -> None:
 def fleet(demo_assets, tmp_path_factory) -> Fleet:
     work = TEST_ASSETS / "fleet"
     shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(demo_assets / "adapters", work / "adapters", ignore=shutil.ignore_patterns(".lorafleet"))
+    shutil.copytree(demo_assets / "adapters", work / "adapters", ignore=first_base_only())
     _make_invalid_adapters(work / "adapters")
     fleet = start_fleet(work, fleet_config(demo_assets, work / "adapters"))
     yield fleet

@@ -19,7 +19,7 @@ import yaml
 from openai import AsyncOpenAI, OpenAI
 
 from tests.conftest import TEST_ASSETS
-from tests.integration.conftest import Fleet, _free_port, fleet_config, start_fleet, stop_fleet
+from tests.integration.conftest import Fleet, _free_port, first_base_only, fleet_config, start_fleet, stop_fleet
 
 PRIVATE = "acme-secret"  # a copy of poet, private to tenant acme
 OWNED_PUBLIC = "haiku"  # public, owned by acme
@@ -62,7 +62,7 @@ def tenants(demo_assets) -> TenantFleet:
     work = TEST_ASSETS / "tenancy"
     shutil.rmtree(work, ignore_errors=True)
     adapters = work / "adapters"
-    shutil.copytree(demo_assets / "adapters", adapters, ignore=shutil.ignore_patterns(".lorafleet"))  # no stale ledger
+    shutil.copytree(demo_assets / "adapters", adapters, ignore=first_base_only())  # no stale ledger
     shutil.copytree(adapters / "poet", adapters / PRIVATE)
     (adapters / PRIVATE / "lorafleet-manifest.json").write_text(json.dumps({"owner": "acme", "visibility": "private"}))
     (adapters / OWNED_PUBLIC / "manifest.json").write_text(json.dumps({"owner": "acme", "visibility": "public"}))

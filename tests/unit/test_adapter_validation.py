@@ -31,11 +31,42 @@ def _write_safetensors(path, tensors: dict[str, list[int]]):
     path.write_bytes(struct.pack("<Q", len(raw)) + raw)
 
 
-def test_every_demo_adapter_is_valid(store_dir, base_info):
-    specs = [validate_adapter(p, base=base_info, max_lora_rank=16) for p in sorted(store_dir.iterdir())]
+@pytest.fixture(scope="module")
+def served_bases(demo_assets, base_info):
+    from adapters.validation import ServedBase, base_model_info
+    from factory.demo_assets import SECOND_BASE_DIR, SECOND_BASE_NAME
+
+    wide = base_model_info(str(demo_assets / SECOND_BASE_DIR), SECOND_BASE_NAME)
+    return ServedBase(base_info, 16), ServedBase(wide, 16)
+
+
+def test_every_demo_adapter_is_valid_and_bound_to_the_base_it_was_trained_on(store_dir, served_bases):
+    from factory.demo_assets import BASE_NAME, SECOND_ADAPTERS, SECOND_BASE_NAME
+
+    specs = [validate_adapter(p, bases=served_bases) for p in sorted(store_dir.iterdir())]
     assert len(specs) >= 8
     assert {s.rank for s in specs} >= {8, 16}
     assert len({s.target_modules for s in specs}) >= 4
+    second = {a.name for a in SECOND_ADAPTERS}
+    assert {s.name: s.base for s in specs} == {s.name: SECOND_BASE_NAME if s.name in second else BASE_NAME for s in specs}
+
+
+def test_an_adapter_of_one_base_is_refused_on_the_other_for_its_shapes_not_just_its_name(store_dir, served_bases):
+    """A second-base adapter relabelled as the first base's: the name now matches, the
+    tensors do not (hidden 192 vs 128), so it is refused naming the tensor."""
+    from factory.demo_assets import BASE_NAME
+
+    folder = store_dir / "wide-leet"
+    _edit_config(folder, base_model_name_or_path=BASE_NAME)
+    with pytest.raises(AdapterInvalid, match="shape|features|expected"):
+        validate_adapter(folder, bases=served_bases)
+
+
+def test_an_adapter_for_no_served_base_is_refused_naming_the_bases_that_are(store_dir, served_bases):
+    folder = store_dir / "poet"
+    _edit_config(folder, base_model_name_or_path="meta-llama/Llama-3.1-8B")
+    with pytest.raises(AdapterInvalid, match="lorafleet-tiny-llama.*lorafleet-tiny-wide"):
+        validate_adapter(folder, bases=served_bases)
 
 
 @pytest.mark.parametrize("name", ["..", ".", "../etc", "a/b", "", "-lead", "x" * 65, "a b", "adapter@v1", "ä"])

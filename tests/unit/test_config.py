@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 MINIMAL = {"model": {"source": "/models/base", "served_name": "base"}, "adapters": {"uri": "/adapters"}}
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "gpu-example.yaml", "postgres-example.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "two-bases.yaml", "gpu-example.yaml", "postgres-example.yaml"])
 def test_shipped_configs_load(name):
     config = load_config(REPO / "configs" / name)
     assert config.engine.max_cpu_loras >= config.engine.max_loras

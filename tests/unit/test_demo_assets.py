@@ -65,7 +65,9 @@ def test_base_model_is_a_loadable_hf_folder_with_a_chat_template(demo_assets):
 
 def test_demo_adapters_vary_rank_and_targets(demo_assets):
     configs = [json.loads(p.read_text()) for p in sorted((demo_assets / "adapters").glob("*/adapter_config.json"))]
-    assert len(configs) == len(DEMO_ADAPTERS) == 10
+    from factory.demo_assets import SECOND_ADAPTERS
+
+    assert len(configs) == len(DEMO_ADAPTERS) + len(SECOND_ADAPTERS) == 13
     assert {c["r"] for c in configs} >= {8, 16}
     assert len({tuple(c["target_modules"]) for c in configs}) >= 4
     weights = [p.read_bytes() for p in sorted((demo_assets / "adapters").glob("*/adapter_model.safetensors"))]
@@ -118,3 +120,23 @@ def test_a_base_marker_of_another_recipe_rebuilds_the_whole_folder(tmp_path):
     recipe = DemoRecipe(pretrain_steps=2, pretrain_batch=4)
     assert build_demo_base(out, digest="1" * 64, recipe=recipe, log=lambda _: None) is True
     assert not (out / "adapters" / "stale").exists()
+
+
+def test_the_second_demo_base_has_another_shape_and_its_adapters_were_trained_on_it(demo_assets):
+    from adapters.validation import base_model_info, validate_adapter
+    from factory.demo_assets import SECOND_ADAPTERS, SECOND_BASE_DIR, SECOND_BASE_NAME
+    from factory.fingerprint import base_model_fingerprint
+
+    wide = demo_assets / SECOND_BASE_DIR
+    first, second = (json.loads((demo_assets / d / "config.json").read_text()) for d in ("base", SECOND_BASE_DIR))
+    assert (first["hidden_size"], second["hidden_size"]) == (128, 192)
+    assert second["head_dim"] == 64 and second["num_key_value_heads"] == 1
+    info = base_model_info(str(wide), SECOND_BASE_NAME)
+    fingerprint = base_model_fingerprint(wide)
+    for adapter in SECOND_ADAPTERS:
+        folder = demo_assets / "adapters" / adapter.name
+        spec = validate_adapter(folder, base=info, max_lora_rank=16)
+        assert spec.base_model == SECOND_BASE_NAME
+        manifest = json.loads((folder / "training_manifest.json").read_text())
+        assert manifest["base_model"]["fingerprint_sha256"] == fingerprint
+        assert manifest["metrics"]["eval_loss"] < 0.2, f"{adapter.name} did not learn {adapter.task}"

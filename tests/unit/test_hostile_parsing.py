@@ -26,7 +26,7 @@ from adapters.base_model import modules_from_config
 from adapters.errors import AdapterInvalid
 from deployments.errors import InvalidRequest
 from adapters.validation import AdapterSpec, BaseModelInfo, validate_adapter
-from deployments.config import ConfigError, LorafleetConfig, parse_config
+from deployments.config import ConfigError, LorafleetConfig, ModelConfig, parse_config
 from deployments.engine.protocol import Endpoint
 from deployments.api.request_checks import check_request, parse_json_object, requested_model
 
@@ -53,7 +53,10 @@ def _mutated(valid: dict, keys: list[str]) -> st.SearchStrategy[dict]:
 # --- config ---------------------------------------------------------------------------
 
 VALID_CONFIG = {"model": {"source": "base", "served_name": "tiny"}, "adapters": {"uri": "adapters"}}
-SECTIONS = {name: list(field.annotation.model_fields) for name, field in LorafleetConfig.model_fields.items()}
+SECTIONS = {name: list(field.annotation.model_fields) for name, field in LorafleetConfig.model_fields.items()
+            if name != "models"}
+SECTIONS["model"] = list(ModelConfig.model_fields)  # the one-base form the valid config uses
+SECTIONS["models"] = list(ModelConfig.model_fields)  # named when neither form is given
 
 
 @st.composite

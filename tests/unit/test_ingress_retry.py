@@ -55,7 +55,7 @@ def test_a_dead_ray_actor_counts_as_a_dead_replica_named_by_its_actor_id():
             return _RaisingStream(died)
 
     with pytest.raises(EngineDead) as err:
-        asyncio.run(RayEngineClient(Handle()).open(_call()))
+        asyncio.run(RayEngineClient({"base": Handle()}).open(_call()))
     assert err.value.replica == "abc123"
 
 

@@ -16,7 +16,7 @@ from deployments.observability import metrics
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "dashboards"
-VARIABLES = {"release": ".*", "replica": ".*", "adapter": ".*", "tenant": ".*"}
+VARIABLES = {"release": ".*", "model": ".*", "replica": ".*", "adapter": ".*", "tenant": ".*"}
 BUILTINS = {"__rate_interval": "5m", "__range": "1h"}
 METRIC_NAME = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\{")  # a name right before its selector
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")

@@ -207,11 +207,11 @@ def test_time_per_output_token_comes_from_requests_with_more_than_one_token(back
 
 def test_adapter_load_time_is_observed_per_replica(backend):
     metrics.observe_adapter_load("r1", 0.25)
-    assert backend.observed(metrics.ADAPTER_LOAD_DURATION, replica="r1") == [0.25]
+    assert backend.observed(metrics.ADAPTER_LOAD_DURATION, model="base-model", replica="r1") == [0.25]
 
 
 def _events(backend, spec):
-    return {tier: backend.value(spec, replica="r1", tier=tier) for tier in ("gpu", "cpu")}
+    return {tier: backend.value(spec, model="base-model", replica="r1", tier=tier) for tier in ("gpu", "cpu")}
 
 
 def test_residency_loads_and_evictions_per_tier(backend):
@@ -227,7 +227,7 @@ def test_residency_loads_and_evictions_per_tier(backend):
     assert _events(backend, metrics.ADAPTER_EVICTIONS) == {"gpu": 1, "cpu": 1}
     tracker.ran(["a"])  # a again: read from the store again, into a slot, evicting b from the slot
     assert _events(backend, metrics.ADAPTER_LOADS) == {"gpu": 4, "cpu": 5}
-    assert backend.value(metrics.ADAPTER_LOADS, replica="r1", tier="cpu") == tracker.loads
+    assert backend.value(metrics.ADAPTER_LOADS, model="base-model", replica="r1", tier="cpu") == tracker.loads
     assert tracker.gpu_resident() == ("c", "a")
 
 
@@ -247,12 +247,12 @@ def test_replica_stats_become_gauges(backend):
         loading=(), queue_len=3, running=5, kv_cache_usage=0.25,
     )
     metrics.publish_replica_stats(stats)
-    assert {t: backend.value(metrics.RESIDENT_ADAPTERS, replica="r1", tier=t) for t in ("gpu", "cpu", "loading")} == {
+    assert {t: backend.value(metrics.RESIDENT_ADAPTERS, model="base-model", replica="r1", tier=t) for t in ("gpu", "cpu", "loading")} == {
         "gpu": 2, "cpu": 1, "loading": 0}
-    assert backend.value(metrics.ADAPTER_SLOTS, replica="r1", tier="cpu") == 4
-    assert backend.value(metrics.QUEUED_REQUESTS, replica="r1") == 3
-    assert backend.value(metrics.RUNNING_REQUESTS, replica="r1") == 5
-    assert backend.value(metrics.KV_CACHE_USAGE, replica="r1") == 0.25
+    assert backend.value(metrics.ADAPTER_SLOTS, model="base-model", replica="r1", tier="cpu") == 4
+    assert backend.value(metrics.QUEUED_REQUESTS, model="base-model", replica="r1") == 3
+    assert backend.value(metrics.RUNNING_REQUESTS, model="base-model", replica="r1") == 5
+    assert backend.value(metrics.KV_CACHE_USAGE, model="base-model", replica="r1") == 0.25
 
 
 class FakeNvml:
@@ -285,46 +285,47 @@ def test_no_gpu_means_no_gpu_monitor_and_no_gpu_series(backend):
 async def test_gpu_utilisation_and_memory_per_gpu_of_the_replica(backend):
     monitor = metrics.GpuMonitor.for_replica("r1", gpu_ids=[0, "GPU-abc"], nvml=FakeNvml())
     await monitor.publish()
-    assert backend.value(metrics.GPU_UTILIZATION, replica="r1", gpu="0") == 0.4
-    assert backend.value(metrics.GPU_UTILIZATION, replica="r1", gpu="GPU-abc") == 0.9
-    assert backend.value(metrics.GPU_MEMORY_USED, replica="r1", gpu="0") == 2 * 2**30
-    assert backend.value(metrics.GPU_MEMORY_TOTAL, replica="r1", gpu="0") == 80 * 2**30
+    assert backend.value(metrics.GPU_UTILIZATION, model="base-model", replica="r1", gpu="0") == 0.4
+    assert backend.value(metrics.GPU_UTILIZATION, model="base-model", replica="r1", gpu="GPU-abc") == 0.9
+    assert backend.value(metrics.GPU_MEMORY_USED, model="base-model", replica="r1", gpu="0") == 2 * 2**30
+    assert backend.value(metrics.GPU_MEMORY_TOTAL, model="base-model", replica="r1", gpu="0") == 80 * 2**30
 
 
 # ---- router and controller -------------------------------------------------------------
 
 
 def test_decisions_without_an_event_loop_are_recorded_at_once(backend):
-    recorder = metrics.DecisionRecorder("adapter_affinity")
+    recorder = metrics.DecisionRecorder("adapter_affinity", model="base-model")
     recorder.record("gpu", 3e-5)
-    assert backend.value(metrics.ROUTER_DECISIONS, policy="adapter_affinity", tier="gpu") == 1
-    assert backend.observed(metrics.ROUTER_DECISION_DURATION, policy="adapter_affinity") == [3e-5]
+    assert backend.value(metrics.ROUTER_DECISIONS, model="base-model", policy="adapter_affinity", tier="gpu") == 1
+    assert backend.observed(metrics.ROUTER_DECISION_DURATION, model="base-model", policy="adapter_affinity") == [3e-5]
 
 
 async def test_decision_counts_are_batched_and_flushed_from_the_event_loop(backend):
-    recorder = metrics.DecisionRecorder("adapter_affinity", flush_s=0.05)
+    recorder = metrics.DecisionRecorder("adapter_affinity", flush_s=0.05, model="base-model")
     for tier in ["gpu", "gpu", "free_slot"]:
         recorder.record(tier, 1e-5)
-    assert backend.value(metrics.ROUTER_DECISIONS, policy="adapter_affinity", tier="gpu") == 0
-    assert len(backend.observed(metrics.ROUTER_DECISION_DURATION, policy="adapter_affinity")) == 3
+    assert backend.value(metrics.ROUTER_DECISIONS, model="base-model", policy="adapter_affinity", tier="gpu") == 0
+    assert len(backend.observed(metrics.ROUTER_DECISION_DURATION, model="base-model", policy="adapter_affinity")) == 3
     await asyncio.sleep(0.1)
-    assert backend.value(metrics.ROUTER_DECISIONS, policy="adapter_affinity", tier="gpu") == 2
-    assert backend.value(metrics.ROUTER_DECISIONS, policy="adapter_affinity", tier="free_slot") == 1
+    assert backend.value(metrics.ROUTER_DECISIONS, model="base-model", policy="adapter_affinity", tier="gpu") == 2
+    assert backend.value(metrics.ROUTER_DECISIONS, model="base-model", policy="adapter_affinity", tier="free_slot") == 1
     recorder.record("cpu", 1e-5)  # a new batch
     await asyncio.sleep(0.1)
-    assert backend.value(metrics.ROUTER_DECISIONS, policy="adapter_affinity", tier="cpu") == 1
+    assert backend.value(metrics.ROUTER_DECISIONS, model="base-model", policy="adapter_affinity", tier="cpu") == 1
 
 
 async def test_live_replicas_gauge_follows_the_live_set_on_its_own_timer(backend):
-    live = ["r1", "r2"]
-    gauge = metrics.LiveReplicasGauge(lambda: live, period_s=0.02)
+    live = [ReplicaStats(replica_id="r1", base="a"), ReplicaStats(replica_id="r2", base="a"),
+            ReplicaStats(replica_id="r3", base="b")]
+    gauge = metrics.LiveReplicasGauge(lambda: live, period_s=0.02, bases=["a", "b", "c"])
     gauge.ensure_running()
     gauge.ensure_running()  # idempotent
     await asyncio.sleep(0.05)
-    assert backend.value(metrics.LIVE_REPLICAS) == 2
+    assert [backend.value(metrics.LIVE_REPLICAS, model=m) for m in "abc"] == [2, 1, 0]
     live.clear()  # replicas stop reporting: the gauge goes to 0 without a report
     await asyncio.sleep(0.05)
-    assert backend.value(metrics.LIVE_REPLICAS) == 0
+    assert [backend.value(metrics.LIVE_REPLICAS, model=m) for m in "abc"] == [0, 0, 0]
     gauge._task.cancel()
 
 
@@ -337,15 +338,15 @@ def test_placement_hooks_record_duration_drift_and_applied_actions(backend):
         planner.Load("b", "r1", Tier.GPU),
         planner.Unload("c", "r2", Tier.CPU),
     ]
-    metrics.record_placement_pass(0.012, outstanding)
-    assert backend.observed(metrics.PLANNING_DURATION) == [0.012]
-    drift = {(a, t): backend.value(metrics.PLACEMENT_DRIFT, action=a, tier=t)
+    metrics.record_placement_pass(0.012, outstanding, model="m")
+    assert backend.observed(metrics.PLANNING_DURATION, model="m") == [0.012]
+    drift = {(a, t): backend.value(metrics.PLACEMENT_DRIFT, model="m", action=a, tier=t)
              for a in ("load", "unload") for t in ("gpu", "cpu")}
     assert drift == {("load", "gpu"): 2, ("load", "cpu"): 0, ("unload", "gpu"): 0, ("unload", "cpu"): 1}
-    metrics.record_placement_pass(0.01, [])  # converged: every drift gauge back to 0
-    assert backend.value(metrics.PLACEMENT_DRIFT, action="load", tier="gpu") == 0
-    metrics.record_placement_actions(outstanding[:2])
-    assert backend.value(metrics.PLACEMENT_ACTIONS, action="load", tier="gpu") == 2
+    metrics.record_placement_pass(0.01, [], model="m")  # converged: every drift gauge back to 0
+    assert backend.value(metrics.PLACEMENT_DRIFT, model="m", action="load", tier="gpu") == 0
+    metrics.record_placement_actions(outstanding[:2], model="m")
+    assert backend.value(metrics.PLACEMENT_ACTIONS, model="m", action="load", tier="gpu") == 2
 
 
 def test_the_readme_lists_every_metric():

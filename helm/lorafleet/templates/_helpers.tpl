@@ -91,7 +91,11 @@ values to change.
 */}}
 {{- define "lorafleet.validate" -}}
 {{- $lf := .Values.lorafleet }}
-{{- $src := $lf.model.source }}
+{{- /* One base (`model:`) or several (`model: null` and `models:`): every source is checked against modelStorage. */}}
+{{- if and $lf.model $lf.models }}
+{{- fail "lorafleet: give either model (one base) or models (several; set model: null to drop the chart's default), not both" }}
+{{- end }}
+{{- $bases := $lf.models | default (list $lf.model) }}
 {{- if ne $lf.server.host "0.0.0.0" }}
 {{- fail (printf "lorafleet.server.host must be 0.0.0.0 in Kubernetes (got %q): the Serve proxy must accept traffic from KubeRay's serve Service" $lf.server.host) }}
 {{- end }}
@@ -99,21 +103,24 @@ values to change.
 {{- fail "lorafleet.deployment.ingress_cpus must be > 0 in Kubernetes: with 0 CPUs an ingress replica may land on the head pod, which mounts no model or adapter storage" }}
 {{- end }}
 {{- $type := .Values.modelStorage.type }}
+{{- range $bases }}
+{{- $src := .source }}
 {{- if eq $type "hub" }}
 {{- if or (hasPrefix "/" $src) (contains "://" $src) }}
 {{- fail (printf "modelStorage.type is hub, but lorafleet.model.source %q is not a hub id (org/name); use modelStorage.type pvc for a path or s3 for an s3:// URI" $src) }}
 {{- end }}
 {{- else if eq $type "pvc" }}
-{{- if not .Values.modelStorage.pvc.claimName }}
+{{- if not $.Values.modelStorage.pvc.claimName }}
 {{- fail "modelStorage.type is pvc: set modelStorage.pvc.claimName to the PVC holding the model" }}
 {{- end }}
-{{- $mount := trimSuffix "/" .Values.modelStorage.pvc.mountPath }}
+{{- $mount := trimSuffix "/" $.Values.modelStorage.pvc.mountPath }}
 {{- if not (or (eq $src $mount) (hasPrefix (printf "%s/" $mount) $src)) }}
 {{- fail (printf "modelStorage.type is pvc: lorafleet.model.source %q must be a path under modelStorage.pvc.mountPath %q" $src $mount) }}
 {{- end }}
 {{- else if eq $type "s3" }}
 {{- if not (hasPrefix "s3://" $src) }}
 {{- fail (printf "modelStorage.type is s3: lorafleet.model.source %q must be an s3:// URI" $src) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- $uri := $lf.adapters.uri }}
@@ -164,10 +171,14 @@ floor(gpus / replica_gpus) of them. With KubeRay's autoscaler off a group only e
 `replicas` pods; with it on, up to `maxReplicas`. Returns the count as a string.
 */}}
 {{- define "lorafleet.replicaCapacity" -}}
-{{- $rg := float64 .Values.lorafleet.deployment.replica_gpus }}
-{{- $autoscaled := .Values.autoscaling.gpuWorkers.enabled }}
+{{- include "lorafleet.replicaCapacityFor" (dict "root" . "rg" .Values.lorafleet.deployment.replica_gpus) }}
+{{- end }}
+
+{{- define "lorafleet.replicaCapacityFor" -}}
+{{- $rg := float64 .rg }}
+{{- $autoscaled := .root.Values.autoscaling.gpuWorkers.enabled }}
 {{- $fit := 0 }}
-{{- range .Values.workerGroups }}
+{{- range .root.Values.workerGroups }}
 {{- $pods := ternary .maxReplicas .replicas $autoscaled }}
 {{- $fit = add $fit (mul (int (floor (addf (divf .gpus $rg) 0.000001))) $pods) }}
 {{- end }}
@@ -176,6 +187,21 @@ floor(gpus / replica_gpus) of them. With KubeRay's autoscaler off a group only e
 
 {{- define "lorafleet.validateCapacity" -}}
 {{- $lf := .Values.lorafleet }}
+{{- if $lf.models }}
+{{- /* Several bases: each base's replicas (its deployment override, else the fleet's) must fit the
+worker groups on their own; a replica's GPUs must be on one pod. (Bases share the groups, so this is
+a necessary check, not a full bin-packing of every base at once.) */}}
+{{- range $lf.models }}
+{{- $rg := float64 (dig "deployment" "replica_gpus" $lf.deployment.replica_gpus .) }}
+{{- $needed := dig "deployment" "num_replicas" $lf.deployment.num_replicas . }}
+{{- if gt $rg 0.0 }}
+{{- $fit := int (include "lorafleet.replicaCapacityFor" (dict "root" $ "rg" $rg)) }}
+{{- if gt (int $needed) $fit }}
+{{- fail (printf "base %s: %v engine replicas x %v GPUs need %v GPUs, but the worker groups hold at most %d such replicas (a replica's GPUs must be on one pod): raise workerGroups[].gpus or replicas" .served_name $needed $rg (mulf $needed $rg) $fit) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- else }}
 {{- $rg := float64 $lf.deployment.replica_gpus }}
 {{- $as := .Values.autoscaling.engineReplicas }}
 {{- /* The replicas that must run at once: the fixed count, or Serve's autoscaling minimum. */}}
@@ -192,6 +218,7 @@ floor(gpus / replica_gpus) of them. With KubeRay's autoscaler off a group only e
 {{- $hint := ternary "KubeRay's autoscaler is on, so each group reaches workerGroups[].maxReplicas pods: raise maxReplicas or gpus" "autoscaling.gpuWorkers is off, so each group has exactly workerGroups[].replicas pods: raise replicas, or turn the autoscaler on" $autoscaled }}
 {{- $what := ternary "autoscaling.engineReplicas.minReplicas" "lorafleet.deployment.num_replicas" $as.enabled }}
 {{- fail (printf "%v engine replicas (%s) x %v GPUs (lorafleet.deployment.replica_gpus) need %v GPUs, but the worker groups hold at most %d such replicas (%s; a replica's GPUs must be on one pod). %s" $needed $what $rg (mulf $needed $rg) $fit (join ", " $details) $hint) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
