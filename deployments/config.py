@@ -421,6 +421,12 @@ class ObservabilityConfig(_Strict):
         description="How often (seconds) the named adapters are compared with recent traffic; a busier unnamed "
         "adapter (at least 2x the requests) replaces the least requested named one.",
     )
+    vllm_metrics: bool = Field(
+        default=True,
+        description="Export vLLM's own per-step metrics (ray_vllm_*: queue, running, KV cache, preemptions, "
+        "latency histograms) through Ray, as Ray Serve LLM does; the dashboards' vLLM panels read them. They cost "
+        "CPU in the engine replica and Ray's metrics agent on every step (bench/README.md, serving overhead).",
+    )
 
 
 PlacementSettingsModel = _model_of(PlacementSettings, "PlacementSettingsModel")

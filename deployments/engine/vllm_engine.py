@@ -199,8 +199,10 @@ class VLLMEngine(Engine):
         # vLLM's own metrics (queue, running, KV cache, preemptions, ...) through Ray's metrics
         # API, as Ray Serve LLM exports them: scraped as `ray_vllm_*` with the replica's id in
         # `ReplicaId`. vLLM's default Prometheus logger would keep them in this process only.
-        self.engine = AsyncLLM.from_engine_args(
-            engine_args, stat_loggers=[_stat_logger_factory(self._sink), RayPrometheusStatLogger])
+        loggers = [_stat_logger_factory(self._sink)]
+        if self.config.observability.vllm_metrics:
+            loggers.append(RayPrometheusStatLogger)
+        self.engine = AsyncLLM.from_engine_args(engine_args, stat_loggers=loggers)
         _meter_aborts(self.engine, self._meter)
         metrics.record_plugin_state(self.replica_id, plugin_state())
         state = State()
