@@ -24,8 +24,6 @@ import argparse
 import asyncio
 import json
 import random
-import sys
-import time
 from pathlib import Path
 
 import httpx

@@ -25,7 +25,6 @@ import asyncio
 import datetime
 import json
 import re
-import sys
 import time
 from pathlib import Path
 

@@ -10,7 +10,6 @@ round trip) without the minutes a vLLM fleet costs.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import time

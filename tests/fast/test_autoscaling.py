@@ -19,7 +19,6 @@ import httpx
 import pytest
 from ray import serve
 
-from factory.demo_assets import BASE_NAME
 from tests.fast.conftest import FAKE_ENGINE, fast_config
 
 APP = "lorafleet-autoscale"

@@ -11,7 +11,6 @@ import textwrap
 import time
 
 import psutil
-import pytest
 
 from deployments.engine import lifetime as engine_lifetime
 
