@@ -48,10 +48,7 @@ def test_a_stream_dropped_after_some_chunks_is_billed_what_the_engine_produced(f
 
 def test_a_non_streamed_request_whose_client_left_is_billed_what_the_engine_produced(fast_fleet):
     before = _usage_for(fast_fleet, "beta")
-    # ~5 s of generation at 5 ms a token: far longer than the client's 0.8 s, so the engine
-    # is still generating when the cancellation reaches it, even on a loaded machine (with
-    # 300 tokens it once finished first under the full suite, and no abort was reported)
-    body = {"model": BASE_NAME, "prompt": "hi", "max_tokens": 1000}
+    body = {"model": BASE_NAME, "prompt": "hi", "max_tokens": 300}  # ~1.5 s of generation at 5 ms a token
     try:
         httpx.post(f"{fast_fleet.api}/completions", json=body, headers=fast_fleet.auth("beta"), timeout=0.8)
     except httpx.TimeoutException:
@@ -59,7 +56,7 @@ def test_a_non_streamed_request_whose_client_left_is_billed_what_the_engine_prod
     after = _wait_for_usage(fast_fleet, "beta", before["requests"] + 1)
     billed = after["completion_tokens"] - before["completion_tokens"]
     assert after["requests"] == before["requests"] + 1
-    assert 0 < billed < 1000, billed
+    assert 0 < billed < 300, billed
 
 
 def test_a_completed_request_is_billed_its_usage_exactly(fast_fleet):
