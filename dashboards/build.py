@@ -25,7 +25,10 @@ for totals over the dashboard's time range, `$__range`.
 Sources besides lorafleet's own metrics:
 - Ray Serve's (`ray_serve_*`): replica health, autoscaling targets, deployment states,
   handle queues;
-- vLLM's (`ray_vllm_*`, exported through Ray by the engine replica, `ReplicaId` = replica);
+- vLLM's (`ray_vllm_*`, exported through Ray by the engine replica, `ReplicaId` = replica):
+  its preemption counter and queue-time histogram. Its gauges vanish while an engine is
+  idle (Ray drops a gauge not set for two export intervals); running, waiting and KV cache
+  come from lorafleet's replica gauges, republished every stats period;
 - NVIDIA's DCGM exporter (`DCGM_FI_*`): the GPU metrics GPU clusters already collect. Its
   series name the pod using a GPU in `pod`/`namespace` when it is scraped with
   honorLabels, in `exported_pod`/`exported_namespace` when not; `dcgm()` folds both into
@@ -80,10 +83,7 @@ SERVE_PROCESSING = External("ray_serve_replica_processing_queries", "ray-serve")
 SERVE_STARTUP = External("ray_serve_replica_startup_latency_ms", "ray-serve")  # histogram
 SERVE_HEALTH_CHECK_FAILURES = External("ray_serve_health_check_failures_total", "ray-serve")
 # vLLM, through Ray (deployments/vllm_engine.py registers RayPrometheusStatLogger).
-VLLM_RUNNING = External("ray_vllm_num_requests_running", "vllm")
-VLLM_WAITING = External("ray_vllm_num_requests_waiting", "vllm")
 VLLM_PREEMPTIONS = External("ray_vllm_num_preemptions_total", "vllm")
-VLLM_KV_CACHE = External("ray_vllm_kv_cache_usage_perc", "vllm")
 VLLM_QUEUE_TIME = External("ray_vllm_request_queue_time_seconds", "vllm")
 # NVIDIA DCGM exporter (framebuffer in MiB, power in W, temperature in degrees C,
 # XID_ERRORS = the code of the GPU's last XID error, 0 = none).
@@ -115,6 +115,14 @@ def increase(spec: m.MetricSpec | External, *matchers: str, by: str) -> str:
 
 def quantile(q: float, spec: m.MetricSpec | External, *matchers: str, by: str = "") -> str:
     return f"histogram_quantile({q}, {rate(spec, *matchers, by=', '.join(filter(None, ['le', by])), suffix='_bucket')})"
+
+
+def zero_per_replica_id() -> str:
+    """0 for every live engine replica, labelled `ReplicaId` as vLLM's series are: the
+    fallback of vLLM's counters, from lorafleet's replica gauge (always exported while the
+    replica lives; vLLM's own gauges vanish while the engine is idle)."""
+    zero = f"0 * {sel(m.RUNNING_REQUESTS, RELEASE, REPLICA)}"
+    return f'sum by (ReplicaId) (label_replace({zero}, "ReplicaId", "$1", "replica", "(.*)"))'
 
 
 def zero_per(spec: m.MetricSpec | External, *matchers: str, by: str) -> str:
@@ -477,7 +485,6 @@ SERVE_STATES = {"0": "UNKNOWN", "1": "DEPLOY_FAILED", "2": "UNHEALTHY", "3": "UP
 
 def serve() -> dict:
     deployments = (RELEASE, APP)
-    running = sel(VLLM_RUNNING, RELEASE, VLLM_REPLICA)
     state_mapping = {"fieldConfig": {"defaults": {"unit": "none", "mappings": [
         {"type": "value", "options": {k: {"text": v, "index": int(k)} for k, v in SERVE_STATES.items()}}]},
         "overrides": []}}
@@ -511,17 +518,22 @@ def serve() -> dict:
               "(an engine that died fails them; Ray Serve then replaces the replica).",
               [Target(f"{rate(SERVE_HEALTH_CHECK_FAILURES, *deployments, by='deployment')} * 60 or "
                       f"{zero_per(SERVE_REPLICA_HEALTHY, *deployments, by='deployment')}", "{{deployment}}")], "short"),
+        # Running, waiting and KV cache come from lorafleet's replica gauges (vLLM's scheduler
+        # counts, republished every stats period): Ray drops a gauge not set within two export
+        # intervals, and vLLM sets its own only on engine steps, so an idle engine's
+        # `ray_vllm_*` gauges vanish and the panel would read "No data" instead of 0.
         Panel("vLLM running and waiting requests per replica", "Sequences in each engine's running batch, and "
-              "waiting for one (vLLM's scheduler).",
-              [Target(f"sum by (ReplicaId) ({running})", "{{ReplicaId}} running"),
-               Target(f"sum by (ReplicaId) ({sel(VLLM_WAITING, RELEASE, VLLM_REPLICA)})", "{{ReplicaId}} waiting")],
+              "waiting for one (vLLM's scheduler, as each engine replica reports it every stats period).",
+              [Target(f"sum by (replica) ({sel(m.RUNNING_REQUESTS, RELEASE, REPLICA)})", "{{replica}} running"),
+               Target(f"sum by (replica) ({sel(m.QUEUED_REQUESTS, RELEASE, REPLICA)})", "{{replica}} waiting")],
               "short"),
         Panel("vLLM preemptions per minute", "Requests vLLM preempted (KV cache exhausted: recomputed later). "
               "Sustained preemptions mean too little KV cache for the batch.",
               [Target(f"{rate(VLLM_PREEMPTIONS, RELEASE, VLLM_REPLICA, by='ReplicaId')} * 60 or "
-                      f"{zero_per(VLLM_RUNNING, RELEASE, VLLM_REPLICA, by='ReplicaId')}", "{{ReplicaId}}")], "short"),
-        Panel("vLLM KV cache use", "Fraction of each engine's KV cache blocks in use.",
-              [Target(f"max by (ReplicaId) ({sel(VLLM_KV_CACHE, RELEASE, VLLM_REPLICA)})", "{{ReplicaId}}")],
+                      f"{zero_per_replica_id()}", "{{ReplicaId}}")], "short"),
+        Panel("vLLM KV cache use", "Fraction of each engine's KV cache blocks in use (as each engine replica "
+              "reports it every stats period).",
+              [Target(f"max by (replica) ({sel(m.KV_CACHE_USAGE, RELEASE, REPLICA)})", "{{replica}}")],
               "percentunit"),
         Panel("vLLM queue time", "Time requests wait in vLLM's queue before their first scheduling.",
               [Target(quantile(0.5, VLLM_QUEUE_TIME, RELEASE, VLLM_REPLICA), "p50"),

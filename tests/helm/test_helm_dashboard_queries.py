@@ -163,8 +163,10 @@ def scene() -> list[tuple[str, str]]:
          counter(6)))
     out += histogram("ray_serve_replica_startup_latency_ms", {**head, **app, "deployment": "EngineReplica"},
                      ("1000", "10000", "60000", "300000", "+Inf"), "60000", 6)
-    # vLLM inside the engines (ReplicaId = the replica)
-    for pod, replica, running, waiting, kv in ((a, "r1", 3, 2, 0.5), (b, "r2", 1, 0, 0.25), (x, "x1", 50, 50, 0.99)):
+    # vLLM inside the engines (ReplicaId = the replica); the dashboards read its counter and
+    # histogram, not these gauges (they vanish while an engine is idle): with numbers unlike
+    # lorafleet's replica gauges, a panel that read them would get the wrong answer here.
+    for pod, replica, running, waiting, kv in ((a, "r1", 30, 20, 0.05), (b, "r2", 10, 7, 0.125), (x, "x1", 50, 50, 0.99)):
         vllm = {**pod, "ReplicaId": replica, "model_name": "llama", "engine": "0"}
         add((series("ray_vllm_num_requests_running", vllm), gauge(running)))
         add((series("ray_vllm_num_requests_waiting", vllm), gauge(waiting)))
@@ -280,12 +282,12 @@ EXPECTED: dict[tuple[str, str, str], list[tuple[dict, float]]] = {
     ("lorafleet-serve.json", "Replica start time", "B"): [({"deployment": "EngineReplica"}, 59.5)],
     ("lorafleet-serve.json", "Failed health checks per minute", "A"): [
         ({"deployment": "EngineReplica"}, 6), ({"deployment": "Ingress"}, 0), ({"deployment": "FleetController"}, 0)],
-    ("lorafleet-serve.json", "vLLM running and waiting requests per replica", "A"): [({"ReplicaId": "r1"}, 3),
-                                                                                     ({"ReplicaId": "r2"}, 1)],
-    ("lorafleet-serve.json", "vLLM running and waiting requests per replica", "B"): [({"ReplicaId": "r1"}, 2),
-                                                                                     ({"ReplicaId": "r2"}, 0)],
+    ("lorafleet-serve.json", "vLLM running and waiting requests per replica", "A"): [({"replica": "r1"}, 3),
+                                                                                     ({"replica": "r2"}, 1)],
+    ("lorafleet-serve.json", "vLLM running and waiting requests per replica", "B"): [({"replica": "r1"}, 2),
+                                                                                     ({"replica": "r2"}, 0)],
     ("lorafleet-serve.json", "vLLM preemptions per minute", "A"): [({"ReplicaId": "r1"}, 6), ({"ReplicaId": "r2"}, 0)],
-    ("lorafleet-serve.json", "vLLM KV cache use", "A"): [({"ReplicaId": "r1"}, 0.5), ({"ReplicaId": "r2"}, 0.25)],
+    ("lorafleet-serve.json", "vLLM KV cache use", "A"): [({"replica": "r1"}, 0.5), ({"replica": "r2"}, 0.25)],
     ("lorafleet-serve.json", "vLLM queue time", "A"): [({}, 0.4)],
     ("lorafleet-serve.json", "vLLM queue time", "B"): [({}, 0.498)],
     # usage and limits

@@ -385,16 +385,17 @@ def test_promtool_check_metrics_passes_on_the_metrics_endpoint(fleet, prometheus
 def test_every_dashboard_query_parses_and_returns_data(fleet, prometheus, traffic, tmp_path):
     # Everything the traffic touched has been exported (by every process) before the queries run.
     _expect(prometheus, traffic, "requests_a", "duration_b", "ttft_b", "generation_b", "tpot")
-    # vLLM's own gauges come from each engine's per-step stats through Ray (another
-    # exporter than lorafleet's): wait for them too, sending a request while waiting (a
-    # replica replaced by an earlier test records them only once its engine steps).
+    # vLLM's own metrics come from each engine's per-step stats through Ray (another
+    # exporter than lorafleet's): wait for its queue-time histogram too, sending a request
+    # while waiting (a replica replaced by an earlier test records it only once its engine
+    # steps). The dashboards read none of vLLM's gauges: Ray drops them while an engine idles.
     def vllm_exported(result) -> bool:
         if not result:
             httpx.post(f"{fleet.base_url}/v1/completions", timeout=60,
                        json={"model": traffic["a"], "prompt": "metrics", "max_tokens": 2})
         return bool(result)
 
-    prometheus.wait_for("ray_vllm_num_requests_running", vllm_exported, "vLLM's gauges exported through Ray")
+    prometheus.wait_for("ray_vllm_request_queue_time_seconds_count", vllm_exported, "vLLM's histograms exported through Ray")
     time.sleep(EXPORT_PERIOD_S + 3)
     queries = [(file, panel["title"], substitute(target["expr"]))
                for file, board in dashboards().items() for panel in board["panels"] for target in panel["targets"]]
