@@ -169,8 +169,9 @@ def values_schema(k8s: KubeTypes) -> tuple[dict[str, Schema], list[str], dict[st
         **pod_common,
         "runtimeClassName": string(),
         "priorityClassName": string(),
+        "models": array(string(min_length=1)),
     }, optional=("rayStartParams", "nodeSelector", "tolerations", "affinity", "podLabels", "podAnnotations",
-                 "topologySpreadConstraints", "runtimeClassName", "priorityClassName"))
+                 "topologySpreadConstraints", "runtimeClassName", "priorityClassName", "models"))
     pvc_cache = obj({"enabled": boolean(), "existingClaim": string(), "storageClassName": string(),
                      "size": ref("quantityString")})
     properties: dict[str, Schema] = {

@@ -139,6 +139,27 @@ values to change.
 {{- fail (printf "workerGroups[%s]: need minReplicas <= replicas <= maxReplicas (got %v <= %v <= %v)" .name .minReplicas .replicas .maxReplicas) }}
 {{- end }}
 {{- end }}
+{{- $served := include "lorafleet.servedBases" . | fromJsonArray }}
+{{- $listed := list }}
+{{- range .Values.workerGroups }}
+{{- $group := .name }}
+{{- range (.models | default list) }}
+{{- if not (has . $served) }}
+{{- fail (printf "workerGroups[%s].models: %q is not a served base (served: %s)" $group . (join ", " $served)) }}
+{{- end }}
+{{- $listed = append $listed . }}
+{{- end }}
+{{- if and .models (hasKey (.rayStartParams | default dict) "resources") }}
+{{- fail (printf "workerGroups[%s]: rayStartParams.resources and models both set the group's custom Ray resources; list the bases in models and drop rayStartParams.resources (or the other way round)" .name) }}
+{{- end }}
+{{- end }}
+{{- if $listed }}
+{{- range $served }}
+{{- if not (has . $listed) }}
+{{- fail (printf "base %s is listed in no workerGroups[].models: once a group is dedicated to bases, every base must be listed by at least one group, or its replicas have nowhere to run" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- $names := list }}
 {{- range .Values.workerGroups }}{{ $names = append $names .name }}{{ end }}
 {{- if ne (len $names) (len (uniq $names)) }}
@@ -165,22 +186,52 @@ values to change.
 {{- end }}
 
 {{/*
+The Ray resource that keeps a base's engine replicas on the worker groups listing it in
+`workerGroups[].models`: `lorafleet-base-<slug of served_name>` (the slug of
+deployments.config.slug). Such a group offers BASE_RESOURCE_OFFER of it per pod, and each
+replica of the base reserves BASE_RESOURCE_SHARE: a tag, not a quantity.
+*/}}
+{{- define "lorafleet.baseResource" -}}
+{{- printf "lorafleet-base-%s" (regexReplaceAll "[^a-z0-9]+" (lower .) "-" | trimAll "-") }}
+{{- end }}
+
+{{- define "lorafleet.baseResourceOffer" -}}1000{{- end }}
+{{- define "lorafleet.baseResourceShare" -}}0.001{{- end }}
+
+{{/* Served names of the fleet's bases, as JSON: `models[].served_name`, or `model.served_name`. */}}
+{{- define "lorafleet.servedBases" -}}
+{{- $lf := .Values.lorafleet }}
+{{- $names := list }}
+{{- range ($lf.models | default (list $lf.model)) }}{{ $names = append $names .served_name }}{{ end }}
+{{- toJson $names }}
+{{- end }}
+
+{{/* Whether any worker group is dedicated to bases (`workerGroups[].models`): non-empty or "". */}}
+{{- define "lorafleet.groupsByBase" -}}
+{{- range .Values.workerGroups }}{{ if .models }}true{{ end }}{{ end }}
+{{- end }}
+
+{{/*
 Replicas of the engine the worker groups can hold at once. A replica's `replica_gpus` must
 sit on one pod (Ray places a replica on one node), so a pod of `gpus` GPUs holds
 floor(gpus / replica_gpus) of them. With KubeRay's autoscaler off a group only ever has its
 `replicas` pods; with it on, up to `maxReplicas`. Returns the count as a string.
 */}}
 {{- define "lorafleet.replicaCapacity" -}}
-{{- include "lorafleet.replicaCapacityFor" (dict "root" . "rg" .Values.lorafleet.deployment.replica_gpus) }}
+{{- include "lorafleet.replicaCapacityFor" (dict "root" . "rg" .Values.lorafleet.deployment.replica_gpus "base" (.Values.lorafleet.model | default dict).served_name) }}
 {{- end }}
 
+{{- /* `base` (a served name, optional): count only the groups that may run it. */}}
 {{- define "lorafleet.replicaCapacityFor" -}}
 {{- $rg := float64 .rg }}
 {{- $autoscaled := .root.Values.autoscaling.gpuWorkers.enabled }}
+{{- $byBase := include "lorafleet.groupsByBase" .root }}
 {{- $fit := 0 }}
 {{- range .root.Values.workerGroups }}
+{{- if or (not $byBase) (not $.base) (has $.base (.models | default list)) }}
 {{- $pods := ternary .maxReplicas .replicas $autoscaled }}
 {{- $fit = add $fit (mul (int (floor (addf (divf .gpus $rg) 0.000001))) $pods) }}
+{{- end }}
 {{- end }}
 {{- $fit }}
 {{- end }}
@@ -195,9 +246,10 @@ a necessary check, not a full bin-packing of every base at once.) */}}
 {{- $rg := float64 (dig "deployment" "replica_gpus" $lf.deployment.replica_gpus .) }}
 {{- $needed := dig "deployment" "num_replicas" $lf.deployment.num_replicas . }}
 {{- if gt $rg 0.0 }}
-{{- $fit := int (include "lorafleet.replicaCapacityFor" (dict "root" $ "rg" $rg)) }}
+{{- $fit := int (include "lorafleet.replicaCapacityFor" (dict "root" $ "rg" $rg "base" .served_name)) }}
 {{- if gt (int $needed) $fit }}
-{{- fail (printf "base %s: %v engine replicas x %v GPUs need %v GPUs, but the worker groups hold at most %d such replicas (a replica's GPUs must be on one pod): raise workerGroups[].gpus or replicas" .served_name $needed $rg (mulf $needed $rg) $fit) }}
+{{- $which := ternary "the worker groups listing it in workerGroups[].models" "the worker groups" (ne (include "lorafleet.groupsByBase" $) "") }}
+{{- fail (printf "base %s: %v engine replicas x %v GPUs need %v GPUs, but %s hold at most %d such replicas (a replica's GPUs must be on one pod): raise workerGroups[].gpus or replicas" .served_name $needed $rg (mulf $needed $rg) $which $fit) }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -326,6 +378,19 @@ validated by deployments.config in build_app; the chart sets only what its own v
 {{- /* The ledger's backend follows `usageLedger`; with PostgreSQL the product reads the DSN from the environment variable named here. */}}
 {{- $_ := set $lf.server.usage "backend" .Values.usageLedger.backend }}
 {{- $_ := set $lf.server.usage "postgres_dsn_env" .Values.usageLedger.postgres.dsnEnv }}
+{{- /* Worker groups dedicated to bases: each base's replicas reserve the resource its groups offer. */}}
+{{- if include "lorafleet.groupsByBase" . }}
+{{- $share := include "lorafleet.baseResourceShare" . | float64 }}
+{{- if $lf.models }}
+{{- range $lf.models }}
+{{- $d := .deployment | default dict }}
+{{- $_ := set $d "ray_resources" (merge (dict (include "lorafleet.baseResource" .served_name) $share) ($d.ray_resources | default dict)) }}
+{{- $_ := set . "deployment" $d }}
+{{- end }}
+{{- else }}
+{{- $_ := set $lf.deployment "ray_resources" (merge (dict (include "lorafleet.baseResource" $lf.model.served_name) $share) ($lf.deployment.ray_resources | default dict)) }}
+{{- end }}
+{{- end }}
 {{- $as := .Values.autoscaling.engineReplicas -}}
 {{- $drain := .Values.drain -}}
 http_options:
