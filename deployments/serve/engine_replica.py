@@ -21,6 +21,7 @@ at once (the ingress waits for it to bill those requests).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 import time
@@ -35,12 +36,14 @@ from adapters.errors import AdapterLoadError
 from deployments.engine.base import VLLM_ENGINE, load_engine_factory
 from deployments.engine.cpu_binding import bind_engine_threads
 from deployments.model_files import local_model_path
-from deployments.engine.protocol import EngineCall
+from deployments.engine.protocol import AbortedUsage, EngineCall
 from deployments.observability import metrics
 from deployments.serve.autoscaling_policy import TARGET_METRIC
 from deployments.serve.coalesce import coalesced
 
 logger = logging.getLogger(__name__)
+
+MAX_UNSENT_ABORTED = 10_000  # aborted-usage reports kept for a retry while the controller is unreachable
 
 
 @serve.deployment(name="EngineReplica")
@@ -66,6 +69,7 @@ class EngineReplica:
         self._controller = controller
         self._gpus = metrics.GpuMonitor.for_replica(replica_id)  # None without a GPU: no GPU metrics
         self._background: set[asyncio.Task] = set()
+        self._unsent_aborted: list[AbortedUsage] = []
         self._reporter = asyncio.get_running_loop().create_task(self._report_forever())
         logger.info("engine replica %s ready on node %s (engine threads on cores %s)", replica_id, node_id, cores or "vLLM's choice")
 
@@ -92,12 +96,28 @@ class EngineReplica:
             await asyncio.sleep(period)
 
     async def _send_aborted(self) -> None:
-        reports = self.engine.take_aborted()
-        if reports and self._controller is not None:
+        """Send the engine's reports of aborted requests to the fleet controller. Reports
+        whose send failed are kept and go with the next send (each one is an ingress's
+        bill), at most MAX_UNSENT_ABORTED of them."""
+        reports = self._unsent_aborted + self.engine.take_aborted()
+        self._unsent_aborted = []
+        if not reports or self._controller is None:
+            return
+        try:
             await self._controller.record_aborted_usage.remote(reports)
+        except BaseException as err:
+            self._unsent_aborted = (reports + self._unsent_aborted)[-MAX_UNSENT_ABORTED:]
+            if not isinstance(err, Exception):
+                raise  # cancelled: the replica is stopping
+            logger.warning("sending %d aborted-request reports to the fleet controller failed (kept for the next "
+                           "send): %s", len(reports), err)
 
     def _send_aborted_soon(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._send_aborted())
+        """Send at once, from a task outside the cancelled request's context: Ray Serve
+        counts a handle call made in a request's context as that request's child, and
+        cancels it with the request, so the report was lost whenever the cancellation
+        caught up with it (seen in CI: a client that left was never billed)."""
+        task = asyncio.get_running_loop().create_task(self._send_aborted(), context=contextvars.Context())
         self._background.add(task)  # a reference until done: the loop keeps only weak ones
         task.add_done_callback(self._background.discard)
 

@@ -10,7 +10,9 @@ Three endings, one rule ("bill what the engine produced"):
   arrives out of band (the client's stream is gone), so the bill waits in `PendingBills`
   until the engine's report comes; if none comes within `timeout_s` (the replica died
   with it), the request is billed what the ingress itself saw leave the engine, a lower
-  bound, and counted as estimated.
+  bound, and counted as estimated. The report can also arrive first (the engine's
+  cancellation and its report's round trip can overtake the ingress's own): it is kept,
+  for as long, and settles the bill the moment it is expected.
 
 Pure and clock-injected: no Ray, no FastAPI, no I/O beyond the ledger's `record`.
 """
@@ -71,6 +73,12 @@ class Bill:
         self._limiter.settle(self.reservation, 0)
 
 
+def _charge(bill: Bill, reported: FinalUsage, seen: FinalUsage) -> None:
+    """The engine's count, never less than what the client demonstrably received."""
+    bill.charge(FinalUsage(max(reported.prompt_tokens, seen.prompt_tokens),
+                           max(reported.completion_tokens, seen.completion_tokens)))
+
+
 @dataclass
 class _Waiting:
     bill: Bill
@@ -89,6 +97,7 @@ class PendingBills:
         self._on_estimated = on_estimated
         self._max_waiting = max_waiting
         self._waiting: dict[str, _Waiting] = {}
+        self._early: dict[str, tuple[FinalUsage, float]] = {}  # reports ahead of their bill: (usage, deadline)
         self.estimated = 0  # bills settled from the ingress's own lower bound (no engine report)
 
     def __len__(self) -> int:
@@ -97,24 +106,33 @@ class PendingBills:
     def expect(self, request_id: str, bill: Bill, seen: FinalUsage) -> None:
         if bill.settled:
             return
+        early = self._early.pop(request_id, None)
+        if early is not None:  # the engine's report came first
+            _charge(bill, early[0], seen)
+            return
         if len(self._waiting) >= self._max_waiting:  # bounded: the oldest is billed what was seen
             oldest = next(iter(self._waiting))
             self._estimate(oldest)
         self._waiting[request_id] = _Waiting(bill, seen, self._clock() + self.timeout_s)
 
     def settle(self, request_id: str, usage: FinalUsage) -> bool:
-        """The engine's count for `request_id` arrived; False if nothing waited for it."""
+        """The engine's count for `request_id` arrived; False if nothing waited for it
+        yet (the report is then kept for `timeout_s`, for the bill it may be ahead of)."""
         waiting = self._waiting.pop(request_id, None)
         if waiting is None:
+            if len(self._early) >= self._max_waiting:  # bounded: the oldest is dropped
+                del self._early[next(iter(self._early))]
+            self._early[request_id] = (usage, self._clock() + self.timeout_s)
             return False
-        # Never bill less than what the client demonstrably received.
-        waiting.bill.charge(FinalUsage(max(usage.prompt_tokens, waiting.seen.prompt_tokens),
-                                       max(usage.completion_tokens, waiting.seen.completion_tokens)))
+        _charge(waiting.bill, usage, waiting.seen)
         return True
 
     def expire(self) -> int:
-        """Bill every bill past its deadline what the ingress saw; returns how many."""
+        """Bill every bill past its deadline what the ingress saw; returns how many.
+        Reports no bill claimed within as long are dropped."""
         now = self._clock()
+        for rid in [rid for rid, (_, deadline) in self._early.items() if deadline <= now]:
+            del self._early[rid]
         expired = [rid for rid, w in self._waiting.items() if w.deadline <= now]
         for rid in expired:
             self._estimate(rid)

@@ -99,3 +99,30 @@ def test_waiting_bills_are_bounded_and_flushed_at_shutdown():
     assert len(pending) == 2 and ledger.rows == [("k1", "acme", "poet", 1, 0)]  # the oldest, billed what was seen
     pending.flush()
     assert len(ledger.rows) == 3 and len(pending) == 0
+
+
+def test_a_report_that_arrives_before_its_bill_settles_it_when_it_is_expected():
+    # The engine's cancellation, its report and the report's trip through the controller
+    # can all happen before the ingress's own cancellation runs (seen in CI).
+    ledger, clock = Ledger(), Clock()
+    bill, _ = _bill(ledger, clock=clock)
+    pending = PendingBills(timeout_s=30, clock=clock)
+    assert not pending.settle("r1", FinalUsage(10, 7))
+    assert ledger.rows == []
+    clock.now = 29
+    pending.expire()
+    pending.expect("r1", bill, seen=FinalUsage(10, 9))  # never less than what the client received
+    assert ledger.rows == [("k1", "acme", "poet", 10, 9)] and len(pending) == 0 and pending.estimated == 0
+
+
+def test_an_early_report_nobody_claims_is_dropped_after_the_timeout_and_bounded():
+    ledger, clock = Ledger(), Clock()
+    pending = PendingBills(timeout_s=30, clock=clock, max_waiting=2)
+    for i in range(3):
+        pending.settle(f"r{i}", FinalUsage(1, i))
+    assert list(pending._early) == ["r1", "r2"]  # the oldest dropped
+    clock.now = 31
+    pending.expire()
+    bill, _ = _bill(ledger, clock=clock)
+    pending.expect("r2", bill, seen=FinalUsage(1, 0))  # too late for the report: waits as usual
+    assert ledger.rows == [] and len(pending) == 1
