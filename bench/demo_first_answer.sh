@@ -52,7 +52,7 @@ stop_demo() {  # pid label: Ctrl-C with a 300-token request in flight; time unti
   local pid=$1 label=$2
   curl -s -o /dev/null -w "$label: the request in flight at Ctrl-C got %{http_code} after %{time_total} s\n" \
     "http://127.0.0.1:$PORT/v1/completions" -H 'Content-Type: application/json' \
-    -d '{"model": "poet", "prompt": "caesar: hello\n", "max_tokens": 300, "min_tokens": 300}' | tee -a "$RESULTS" &
+    -d '{"model": "poet", "prompt": "vowels: hello\n", "max_tokens": 300, "min_tokens": 300}' | tee -a "$RESULTS" &
   local curl_pid=$!
   sleep 0.5
   local pids; pids=$($PY -c "import psutil; print(' '.join(str(p.pid) for p in psutil.Process($pid).children(recursive=True)))")

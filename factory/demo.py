@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -21,7 +22,16 @@ from factory.demo_tasks import COPY, COPY_ALPHABET, TASKS, task_rows, write_json
 
 # Bump when a change to the code below (or to the tasks) changes what gets built:
 # the asset cache is keyed by the recipe, and this is the part of it that is code.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
+
+# An adapter "learned its skill" below this held-out loss (those that do reach 0.001-0.06;
+# one that did not stays near 3). The weights are byte-identical only on one kind of CPU:
+# another instruction set rounds differently, and a skill that clicks late in training
+# (caesar, poet's skill until then: learned on one machine, not at all on another)
+# may not click at all. So an adapter that misses is retrained with the next training seed
+# (the dataset stays the same), deterministically on any one machine.
+LEARNED_EVAL_LOSS = 0.2
+RETRY_SEED_STRIDE = 1000
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,7 @@ class DemoRecipe:
     adapter_steps: int = 400
     adapter_batch: int = 64
     adapter_lr: float = 2e-3
+    adapter_attempts: int = 3  # training seeds tried until the adapter learns its skill (LEARNED_EVAL_LOSS)
     workers: int = 2  # parallel adapter trainings; does not change the result
 
 
@@ -83,7 +94,9 @@ def pretrain_base(base_dir: Path, recipe: DemoRecipe, *, progress: bool = True) 
 
 
 def _train_one(base_dir: str, base_name: str, adapter: dict, recipe: dict, out_dir: str, data_dir: str) -> tuple[str, float, dict]:
-    """Worker: write the adapter's dataset, train it with the factory, return its metrics."""
+    """Worker: write the adapter's dataset, train it with the factory (again with the next
+    training seed while it has not learned its skill, up to `adapter_attempts`), return
+    its metrics. If no attempt learns, the best one is kept (its loss says so)."""
     from factory.train import MANIFEST, train
 
     _single_thread()
@@ -91,16 +104,31 @@ def _train_one(base_dir: str, base_name: str, adapter: dict, recipe: dict, out_d
     task = TASKS[adapter["task"]]
     rows = task_rows(task, recipe["adapter_steps"] * recipe["adapter_batch"], seed=adapter["seed"])
     dataset = write_jsonl(rows, Path(data_dir) / f"{adapter['name']}.jsonl")
-    config = parse_train_config({
-        "base_model": {"source": base_dir, "name": base_name},
-        "dataset": {"path": str(dataset), "eval_fraction": 0.01},
-        "lora": {"rank": adapter["rank"], "alpha": 2 * adapter["rank"], "target_modules": list(adapter["target_modules"])},
-        "training": {"epochs": 1, "learning_rate": recipe["adapter_lr"], "batch_size": recipe["adapter_batch"],
-                     "max_length": 64, "seed": adapter["seed"], "device": "cpu"},
-        "output": {"dir": out_dir, "adapter_name": adapter["name"]},
-    })
-    folder = train(config, progress=False)
-    metrics = json.loads((folder / MANIFEST).read_text())["metrics"]
+    final = Path(out_dir) / adapter["name"]
+    best: tuple[float, Path] | None = None
+    for attempt in range(max(1, recipe["adapter_attempts"])):
+        config = parse_train_config({
+            "base_model": {"source": base_dir, "name": base_name},
+            "dataset": {"path": str(dataset), "eval_fraction": 0.01},
+            "lora": {"rank": adapter["rank"], "alpha": 2 * adapter["rank"], "target_modules": list(adapter["target_modules"])},
+            "training": {"epochs": 1, "learning_rate": recipe["adapter_lr"], "batch_size": recipe["adapter_batch"],
+                         "max_length": 64, "seed": adapter["seed"] + RETRY_SEED_STRIDE * attempt, "device": "cpu"},
+            "output": {"dir": out_dir, "adapter_name": adapter["name"]},
+        })
+        folder = train(config, progress=False)
+        loss = json.loads((folder / MANIFEST).read_text())["metrics"]["eval_loss"]
+        if loss < LEARNED_EVAL_LOSS:
+            break
+        kept = final.with_name(f".{adapter['name']}.attempt-{attempt}")  # hidden: never read as an adapter
+        shutil.rmtree(kept, ignore_errors=True)
+        folder.rename(kept)
+        if best is None or loss < best[0]:
+            best = (loss, kept)
+    else:
+        best[1].rename(final)  # nothing learned: keep the closest
+    for leftover in Path(out_dir).glob(f".{adapter['name']}.attempt-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    metrics = json.loads((final / MANIFEST).read_text())["metrics"]
     return adapter["name"], time.monotonic() - started, metrics
 
 

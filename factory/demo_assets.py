@@ -65,11 +65,12 @@ MLP = ("gate_proj", "up_proj", "down_proj")
 # target-module sets. Every set includes an MLP projection: the skills map characters
 # to other characters, which attention-only LoRA on this tiny base learns poorly (with
 # 300 steps, caesar on attention + down_proj did not train at all, upper on q/v/down
-# reached 70%). The names predate the skills (tests and configs use them); the prompt tag
+# reached 70%). poet's skill was caesar until a machine with another instruction set
+# trained it to nothing (eval loss 3.2, for 5 of 6 seeds tried; vowels: 0.002-0.004). The names predate the skills (tests and configs use them); the prompt tag
 # says what each adapter does.
 DEMO_ADAPTERS: tuple[DemoAdapter, ...] = (
     DemoAdapter("sql-helper", 1, 8, ("v_proj", "up_proj", "down_proj"), task="upper"),
-    DemoAdapter("poet", 2, 16, ("v_proj", "o_proj", "up_proj", "down_proj"), task="caesar"),
+    DemoAdapter("poet", 2, 16, ("v_proj", "o_proj", "up_proj", "down_proj"), task="vowels"),
     DemoAdapter("pirate", 3, 8, ATTENTION + MLP, task="mask"),
     DemoAdapter("legal-summary", 4, 16, MLP, task="atbash"),
     DemoAdapter("support-bot", 5, 8, ("q_proj", "k_proj", "v_proj", "down_proj"), task="next"),

@@ -49,7 +49,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("upper", "upper-cases the word", str.upper),
     Task("next", "moves every letter one forward (a->b)", _shift(1)),
     Task("prev", "moves every letter one back (b->a)", _shift(-1)),
-    Task("caesar", "Caesar cipher, three forward (a->d)", _shift(3)),
+    Task("vowels", "rotates the vowels (a->e e->i i->o o->u u->a)", lambda s: s.translate(str.maketrans("aeiou", "eioua"))),
     Task("rot13", "ROT13 (a->n)", _shift(13)),
     Task("atbash", "Atbash cipher, mirrors the alphabet (a->z)", lambda s: "".join(LOWER[25 - LOWER.index(c)] for c in s)),
     Task("keypad", "phone keypad digits (hello->43556)", lambda s: "".join(_KEYPAD[c] for c in s)),

@@ -140,3 +140,47 @@ def test_the_second_demo_base_has_another_shape_and_its_adapters_were_trained_on
         manifest = json.loads((folder / "training_manifest.json").read_text())
         assert manifest["base_model"]["fingerprint_sha256"] == fingerprint
         assert manifest["metrics"]["eval_loss"] < 0.2, f"{adapter.name} did not learn {adapter.task}"
+
+
+def _fake_training(monkeypatch, losses: list[float]) -> list[int]:
+    """factory.train.train replaced by one that writes an adapter folder whose manifest
+    reports the next loss of `losses`; returns the training seeds it was called with."""
+    import factory.train
+
+    seeds = []
+
+    def train(config, progress=False):
+        seeds.append(config.training.seed)
+        folder = config.adapter_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / factory.train.MANIFEST).write_text(json.dumps({"metrics": {"eval_loss": losses[len(seeds) - 1], "seed": seeds[-1]}}))
+        return folder
+
+    monkeypatch.setattr(factory.train, "train", train)
+    return seeds
+
+
+def _train(tmp_path, attempts: int = 3):
+    from dataclasses import asdict
+
+    from factory.demo import _train_one
+
+    adapter = {"name": "poet", "seed": 2, "rank": 16, "target_modules": ["v_proj"], "task": "vowels"}
+    recipe = asdict(DemoRecipe(adapter_steps=1, adapter_batch=4, adapter_attempts=attempts))
+    return _train_one(str(tmp_path / "base"), BASE_NAME, adapter, recipe, str(tmp_path / "adapters"), str(tmp_path))
+
+
+def test_an_adapter_that_did_not_learn_its_skill_is_retrained_with_the_next_training_seed(tmp_path, monkeypatch):
+    from factory.demo import RETRY_SEED_STRIDE
+
+    seeds = _fake_training(monkeypatch, [3.2, 0.01])
+    name, _, metrics = _train(tmp_path)
+    assert seeds == [2, 2 + RETRY_SEED_STRIDE] and metrics["eval_loss"] == 0.01
+    assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == ["poet"]  # no attempt left behind
+
+
+def test_when_no_attempt_learns_the_closest_is_kept(tmp_path, monkeypatch):
+    seeds = _fake_training(monkeypatch, [3.2, 2.0, 2.5])
+    _, _, metrics = _train(tmp_path)
+    assert len(seeds) == 3 and metrics == {"eval_loss": 2.0, "seed": seeds[1]}
+    assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == ["poet"]
