@@ -15,20 +15,48 @@ from factory.demo_tasks import TASKS, held_out_rows, task_rows, write_jsonl
 from factory.train import train
 
 TASK = TASKS["upper"]
-STEPS, BATCH = 250, 64
+# The demo recipe's (sql-helper's) settings, one CPU thread: 250 steps with seed 77 and
+# two threads did not learn the skill on a machine without AVX-512 (held-out loss 1.6),
+# while it had on others. Training is deterministic per machine, not across machines,
+# so a seed that does not learn is followed by the next, as the demo build does.
+STEPS, BATCH, SEED = 400, 64, 1
+
+
+def _train_until_learned(config_for, attempts: int = 3):
+    import json
+
+    import torch
+
+    from factory.demo import LEARNED_EVAL_LOSS, RETRY_SEED_STRIDE
+    from factory.train import MANIFEST
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for attempt in range(attempts):
+            folder = train(config_for(SEED + RETRY_SEED_STRIDE * attempt), progress=False)
+            loss = json.loads((folder / MANIFEST).read_text())["metrics"]["eval_loss"]
+            if loss < LEARNED_EVAL_LOSS:
+                return folder
+        raise AssertionError(f"the factory did not teach `upper` in {attempts} seeds (last held-out loss {loss:.3f})")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_a_trained_adapter_is_published_and_its_skill_served(fleet, client, demo_assets, tmp_path):
     name = f"trained-upper-{uuid.uuid4().hex[:6]}"
-    dataset = write_jsonl(task_rows(TASK, STEPS * BATCH, seed=77), tmp_path / "upper.jsonl")
-    config = parse_train_config({
-        "base_model": {"source": str(demo_assets / "base"), "name": fleet.base_model},
-        "dataset": {"path": str(dataset), "eval_fraction": 0.01},
-        "lora": {"rank": 8, "alpha": 16, "target_modules": ["v_proj", "up_proj", "down_proj"]},
-        "training": {"epochs": 1, "learning_rate": 2e-3, "batch_size": BATCH, "max_length": 64, "seed": 77, "device": "cpu"},
-        "output": {"dir": str(tmp_path / "out"), "adapter_name": name},
-    })
-    folder = train(config, progress=False)
+    dataset = write_jsonl(task_rows(TASK, STEPS * BATCH, seed=SEED), tmp_path / "upper.jsonl")
+
+    def config_for(seed: int):
+        return parse_train_config({
+            "base_model": {"source": str(demo_assets / "base"), "name": fleet.base_model},
+            "dataset": {"path": str(dataset), "eval_fraction": 0.01},
+            "lora": {"rank": 8, "alpha": 16, "target_modules": ["v_proj", "up_proj", "down_proj"]},
+            "training": {"epochs": 1, "learning_rate": 2e-3, "batch_size": BATCH, "max_length": 64, "seed": seed, "device": "cpu"},
+            "output": {"dir": str(tmp_path / "out"), "adapter_name": name},
+        })
+
+    folder = _train_until_learned(config_for)
 
     pushed = httpx.post(f"{fleet.api}/adapters", data={"name": name},
                         files={"file": ("a.tar.gz", pack_folder(folder), "application/gzip")}, timeout=120)
