@@ -12,12 +12,13 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-from factory.config import TrainingSpec, parse_train_config
+from factory.config import TrainConfig, TrainingSpec, parse_train_config
 from factory.demo_tasks import COPY, COPY_ALPHABET, TASKS, task_rows, write_jsonl
 
 # Bump when a change to the code below (or to the tasks) changes what gets built:
@@ -93,42 +94,56 @@ def pretrain_base(base_dir: Path, recipe: DemoRecipe, *, progress: bool = True) 
     return {"train_loss": result.train_loss, "steps": result.steps}
 
 
-def _train_one(base_dir: str, base_name: str, adapter: dict, recipe: dict, out_dir: str, data_dir: str) -> tuple[str, float, dict]:
-    """Worker: write the adapter's dataset, train it with the factory (again with the next
-    training seed while it has not learned its skill, up to `adapter_attempts`), return
-    its metrics. If no attempt learns, the best one is kept (its loss says so)."""
+def train_until_learned(config_for: Callable[[int], TrainConfig], first_seed: int, attempts: int) -> Path:
+    """Train the adapter `config_for(seed)` describes with the factory, first with
+    `first_seed`, then with the next training seed (+RETRY_SEED_STRIDE) while its held-out
+    loss stays at or above LEARNED_EVAL_LOSS, at most `attempts` times. Returns its folder:
+    the first attempt that learned, or else the closest (its manifest's loss says so)."""
     from factory.train import MANIFEST, train
 
-    _single_thread()
-    started = time.monotonic()
-    task = TASKS[adapter["task"]]
-    rows = task_rows(task, recipe["adapter_steps"] * recipe["adapter_batch"], seed=adapter["seed"])
-    dataset = write_jsonl(rows, Path(data_dir) / f"{adapter['name']}.jsonl")
-    final = Path(out_dir) / adapter["name"]
     best: tuple[float, Path] | None = None
-    for attempt in range(max(1, recipe["adapter_attempts"])):
-        config = parse_train_config({
-            "base_model": {"source": base_dir, "name": base_name},
-            "dataset": {"path": str(dataset), "eval_fraction": 0.01},
-            "lora": {"rank": adapter["rank"], "alpha": 2 * adapter["rank"], "target_modules": list(adapter["target_modules"])},
-            "training": {"epochs": 1, "learning_rate": recipe["adapter_lr"], "batch_size": recipe["adapter_batch"],
-                         "max_length": 64, "seed": adapter["seed"] + RETRY_SEED_STRIDE * attempt, "device": "cpu"},
-            "output": {"dir": out_dir, "adapter_name": adapter["name"]},
-        })
-        folder = train(config, progress=False)
+    final: Path | None = None
+    for attempt in range(max(1, attempts)):
+        folder = train(config_for(first_seed + RETRY_SEED_STRIDE * attempt), progress=False)
+        final = folder
         loss = json.loads((folder / MANIFEST).read_text())["metrics"]["eval_loss"]
         if loss < LEARNED_EVAL_LOSS:
             break
-        kept = final.with_name(f".{adapter['name']}.attempt-{attempt}")  # hidden: never read as an adapter
+        kept = folder.with_name(f".{folder.name}.attempt-{attempt}")  # hidden: never read as an adapter
         shutil.rmtree(kept, ignore_errors=True)
         folder.rename(kept)
         if best is None or loss < best[0]:
             best = (loss, kept)
     else:
         best[1].rename(final)  # nothing learned: keep the closest
-    for leftover in Path(out_dir).glob(f".{adapter['name']}.attempt-*"):
+    for leftover in final.parent.glob(f".{final.name}.attempt-*"):
         shutil.rmtree(leftover, ignore_errors=True)
-    metrics = json.loads((final / MANIFEST).read_text())["metrics"]
+    return final
+
+
+def _train_one(base_dir: str, base_name: str, adapter: dict, recipe: dict, out_dir: str, data_dir: str) -> tuple[str, float, dict]:
+    """Worker: write the adapter's dataset, train it with the factory until it learns its
+    skill (`train_until_learned`, the dataset stays the same), return its metrics."""
+    from factory.train import MANIFEST
+
+    _single_thread()
+    started = time.monotonic()
+    task = TASKS[adapter["task"]]
+    rows = task_rows(task, recipe["adapter_steps"] * recipe["adapter_batch"], seed=adapter["seed"])
+    dataset = write_jsonl(rows, Path(data_dir) / f"{adapter['name']}.jsonl")
+
+    def config_for(seed: int) -> TrainConfig:
+        return parse_train_config({
+            "base_model": {"source": base_dir, "name": base_name},
+            "dataset": {"path": str(dataset), "eval_fraction": 0.01},
+            "lora": {"rank": adapter["rank"], "alpha": 2 * adapter["rank"], "target_modules": list(adapter["target_modules"])},
+            "training": {"epochs": 1, "learning_rate": recipe["adapter_lr"], "batch_size": recipe["adapter_batch"],
+                         "max_length": 64, "seed": seed, "device": "cpu"},
+            "output": {"dir": out_dir, "adapter_name": adapter["name"]},
+        })
+
+    folder = train_until_learned(config_for, adapter["seed"], recipe["adapter_attempts"])
+    metrics = json.loads((folder / MANIFEST).read_text())["metrics"]
     return adapter["name"], time.monotonic() - started, metrics
 
 

@@ -188,8 +188,8 @@ values to change.
 {{/*
 The Ray resource that keeps a base's engine replicas on the worker groups listing it in
 `workerGroups[].models`: `lorafleet-base-<slug of served_name>` (the slug of
-deployments.config.slug). Such a group offers BASE_RESOURCE_OFFER of it per pod, and each
-replica of the base reserves BASE_RESOURCE_SHARE: a tag, not a quantity.
+deployments.config.slug). Such a group offers `lorafleet.baseResourceOffer` of it per pod,
+and each replica of the base reserves `lorafleet.baseResourceShare`: a tag, not a quantity.
 */}}
 {{- define "lorafleet.baseResource" -}}
 {{- printf "lorafleet-base-%s" (regexReplaceAll "[^a-z0-9]+" (lower .) "-" | trimAll "-") }}
