@@ -16,7 +16,10 @@ the same copy):
   used, so an interrupted download is redone, never half-used.
 - **Hub ids**: `huggingface_hub.snapshot_download` into `<cache>/hub` (it reads
   `HF_TOKEN` from the environment, locks each file, downloads to `.incomplete` and
-  renames: the same guarantees), then the same completeness check.
+  renames: the same guarantees), then the same completeness check. The repo's info is
+  asked for first with a bounded wait (`HUB_ANSWER_TIMEOUT_S`): huggingface_hub sends
+  that request without a timeout, and a hub that never answers would hang the start;
+  without an answer a complete copy fetched earlier still serves.
 
 Only safetensors weights are fetched (lorafleet never unpickles: `.bin`/`.pt` weights
 and a hub repo's `original/` checkpoints are skipped), and a source without them is
@@ -51,6 +54,7 @@ WEIGHTS = ("*.safetensors",)
 SKIPPED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle", "*.gguf", "*.h5", "*.msgpack", "*.onnx",
            "original/*", ".*", "*/.*")
 CHUNK = 1 << 20
+HUB_ANSWER_TIMEOUT_S = 30.0  # a hub that has not answered a repo's info by then is down for us
 
 
 def default_cache_dir() -> Path:
@@ -184,13 +188,29 @@ def _verify(path: Path, size: int, etag: str, what: str) -> None:
 
 
 def _hub_fetch(repo_id: str, cache: Path, weights: bool) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
 
     ignore = list(SKIPPED) + ([] if weights else list(WEIGHTS))
+    fetch = dict(cache_dir=str(cache / "hub"), ignore_patterns=ignore)
     try:
-        folder = Path(snapshot_download(repo_id, cache_dir=str(cache / "hub"), ignore_patterns=ignore))
-    except Exception as err:  # noqa: BLE001 - hub errors (offline, 401, 404): say which source
+        try:
+            # snapshot_download's first request (the repo's info) is sent without a
+            # timeout, so a hub that accepts the connection and never answers would hang
+            # the replica's start for ever; ask for the same info first, bounded.
+            HfApi().model_info(repo_id, revision="main", timeout=HUB_ANSWER_TIMEOUT_S)
+        except HfHubHTTPError:
+            raise  # the hub answered: 401, 404 ... is the answer
+        except Exception as no_answer:  # noqa: BLE001 - no answer: a complete copy fetched earlier still serves
+            try:
+                folder = Path(snapshot_download(repo_id, local_files_only=True, **fetch))
+            except Exception:  # noqa: BLE001 - none: the hub's silence is the error to report
+                raise no_answer from None
+        else:
+            folder = Path(snapshot_download(repo_id, **fetch))
+    except Exception as err:  # noqa: BLE001 - hub errors (offline, 401, 404, no answer): say which source
         raise ModelUnavailable(f"cannot fetch the base model {repo_id!r} from the hub (not a local folder or s3:// "
-                               f"URI, so read as a hub id; HF_TOKEN from the environment): {type(err).__name__}: {err}") from None
+                               f"URI, so read as a hub id; HF_TOKEN from the environment; the hub must answer "
+                               f"within {HUB_ANSWER_TIMEOUT_S:g} s): {type(err).__name__}: {err}") from None
     _check_model_folder(folder, repo_id, weights)
     return folder

@@ -319,3 +319,36 @@ def test_the_ingress_fetches_only_what_a_tokenizer_reads(hub, tmp_path):
     assert _files(folder) == SMALL
     assert Counter(hub.file_requests("GET")) == Counter(SMALL)
     assert "model.safetensors" not in hub.file_requests("HEAD")
+
+
+@contextmanager
+def _silent_hub():
+    """A hub host that accepts connections (the kernel completes them into the listen
+    backlog) and never answers: a hung proxy or load balancer."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_a_hub_that_never_answers_fails_the_start_naming_the_repo_within_the_bound(hub_at, tmp_path, monkeypatch):
+    """huggingface_hub sends its first request without a timeout; lorafleet bounds it
+    (model_files.HUB_ANSWER_TIMEOUT_S, 1 s here) instead of hanging the replica's start."""
+    monkeypatch.setattr("deployments.model_files.HUB_ANSWER_TIMEOUT_S", 1.0)
+    with _silent_hub() as endpoint:
+        hub_at(endpoint)
+        started = time.monotonic()
+        with pytest.raises(ModelUnavailable, match=_names("acme/tiny-llama")) as err:
+            local_model_path(_model("acme/tiny-llama"), tmp_path / "cache")
+    assert time.monotonic() - started < 10
+    assert "within 1 s" in str(err.value)
+
+
+def test_a_copy_fetched_earlier_still_serves_while_the_hub_does_not_answer(hub, hub_at, tmp_path, monkeypatch):
+    """Bounding the hub's answer must not lose huggingface_hub's offline behaviour: a
+    complete snapshot in the node's cache is used when the hub is silent."""
+    first = local_model_path(_model("acme/tiny-llama"), tmp_path / "cache")
+    monkeypatch.setattr("deployments.model_files.HUB_ANSWER_TIMEOUT_S", 1.0)
+    with _silent_hub() as endpoint:
+        hub_at(endpoint)
+        assert local_model_path(_model("acme/tiny-llama"), tmp_path / "cache") == first
