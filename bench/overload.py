@@ -72,9 +72,9 @@ def saturation_s(outcomes) -> float | None:
     return None
 
 
-async def open_loop_capacity(base_url: str, models: list[str], estimate: float) -> tuple[float, dict, list]:
+async def open_loop_capacity(base_url: str, models: list[str], estimate: float) -> tuple[float, dict, list, list]:
     """The highest Poisson rate the fleet completed: >= 95% of it, nothing shed."""
-    best, best_summary, sweep = 0.0, {}, []
+    best, best_summary, best_outcomes, sweep = 0.0, {}, [], []
     async with httpx.AsyncClient(base_url=base_url, timeout=None, limits=httpx.Limits(max_connections=None)) as client:
         for i, factor in enumerate(SWEEP):
             rate = factor * estimate
@@ -95,12 +95,12 @@ async def open_loop_capacity(base_url: str, models: list[str], estimate: float) 
             print(f"sweep {rate:.2f} req/s -> {completed:.2f} completed, shed {summary['shed']}, drain {drain_s:.1f} s, "
                   f"p99 {summary['ok_p99_ms']} ms, kept up: {kept_up}", flush=True)
             if kept_up:
-                best, best_summary = rate, summary
+                best, best_summary, best_outcomes = rate, summary, outcomes
             else:
                 break
     if best == 0.0:  # not even the lowest rate kept up: its completed rate is the capacity
-        best, best_summary = sweep[0]["completed"], summary
-    return best, best_summary, sweep
+        best, best_summary, best_outcomes = sweep[0]["completed"], summary, outcomes
+    return best, best_summary, best_outcomes, sweep
 
 
 async def run(server: Server, args) -> dict:
@@ -110,7 +110,7 @@ async def run(server: Server, args) -> dict:
     await probe.measure_capacity(server.base_url, bodies(models, 0), concurrency=8, duration_s=10, timeout_s=60)  # warm-up
     estimate, closed_summary = await probe.measure_capacity(
         server.base_url, bodies(models, 1), concurrency=2 * SLOTS, duration_s=30, timeout_s=120)
-    capacity, capacity_summary, sweep = await open_loop_capacity(server.base_url, models, estimate)
+    capacity, capacity_summary, capacity_outcomes, sweep = await open_loop_capacity(server.base_url, models, estimate)
     idle_rss = probe.rss_bytes(probe.fleet_processes(server.process.pid))
     rate = args.factor * capacity
     print(f"capacity {capacity:.1f} req/s (closed-loop estimate {estimate:.1f}); offering {rate:.1f} req/s for {args.duration:g} s", flush=True)
@@ -134,6 +134,8 @@ async def run(server: Server, args) -> dict:
         "p99_ratio_to_capacity": (round(summary["ok_p99_ms"] / capacity_summary["ok_p99_ms"], 2)
                                   if summary.get("ok_p99_ms") and capacity_summary.get("ok_p99_ms") else None),
         "overload": summary,
+        "overload_time_split_ms": {"admitted": probe.time_split(outcomes), "shed": probe.time_split(outcomes, "shed")},
+        "capacity_time_split_ms": probe.time_split(capacity_outcomes),
         "admitted_share": round(summary["kinds"].get("ok", 0) / max(1, summary["requests"]), 3),
         "rss_idle_mib": round(idle_rss / 2**20),
         "rss_max_mib": round(max(b for _, b in rss) / 2**20),
@@ -157,8 +159,26 @@ def table(result: dict) -> str:
         f"{result['rss_idle_mib']} → {result['rss_max_mib']} MiB | {result['recovery_first_request']['status']} in "
         f"{result['recovery_first_request']['seconds']} s | {o['kinds'].get('timeout', 0)} |",
         "",
+        *split_table(result),
+        "",
         f"`python -m bench.overload` — {result['date']}, commit {result['commit']}, {result['params']}",
     ])
+
+
+def split_table(result: dict) -> list[str]:
+    """Where the time went (the ingress's Server-Timing), p50 / p99 ms: before the ingress
+    (Ray's proxy and its queue), in the ingress up to the gate's answer, and after it."""
+    rows = [("admitted at capacity", result.get("capacity_time_split_ms")),
+            *((f"{label} at {result['offered_req_per_s']} req/s", (result.get("overload_time_split_ms") or {}).get(key))
+              for label, key in (("admitted", "admitted"), ("shed", "shed")))]
+    lines = ["| requests | outside the ingress (proxy, its queue) | arrival → admission answer | admission → answer |",
+             "|---|---|---|---|"]
+    for label, split in rows:
+        if not split:
+            continue
+        cell = lambda phase: (f"{split[phase]['p50']} / {split[phase]['p99']}" if phase in split else "—")  # noqa: E731
+        lines.append(f"| {label} ({split['requests']}) | {cell('outside')} | {cell('admission')} | {cell('engine')} |")
+    return lines
 
 
 def main() -> None:

@@ -21,9 +21,10 @@ class InvalidRequest(LorafleetError):
 class Overloaded(LorafleetError):
     """The fleet cannot take the request now; the client should retry after `retry_after_s`."""
 
-    def __init__(self, message: str, *, retry_after_s: int = 1):
+    def __init__(self, message: str, *, retry_after_s: int = 1, server_timing: str = ""):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.server_timing = server_timing  # where the refused request's time went (a header)
 
 
 class StoreUnavailable(Overloaded):

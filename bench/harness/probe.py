@@ -38,6 +38,7 @@ class Outcome:
     replica: str | None = None
     retried: bool = False  # the ingress retried it on another replica (x-lorafleet-attempts)
     head_s: float | None = None  # when the response head arrived, since the run's start
+    server_timing: dict[str, float] | None = None  # the ingress's Server-Timing header, ms per phase
 
 
 def is_openai_error(payload: object) -> bool:
@@ -67,6 +68,7 @@ async def send(client: httpx.AsyncClient, body: dict, t0: float, timeout_s: floa
                 outcome.head_s = time.monotonic() - t0
                 outcome.replica = response.headers.get("x-lorafleet-replica")
                 outcome.retried = response.headers.get("x-lorafleet-attempts") == "2"
+                outcome.server_timing = parse_server_timing(response.headers.get("server-timing"))
                 if response.status_code != 200:
                     payload = _json_or_none(await response.aread())
                     outcome.kind = ERROR_STATUS
@@ -89,6 +91,23 @@ async def send(client: httpx.AsyncClient, body: dict, t0: float, timeout_s: floa
         outcome.openai_shaped = False
     outcome.latency_s = time.monotonic() - started
     return outcome
+
+
+def parse_server_timing(value: str | None) -> dict[str, float] | None:
+    """`admission;dur=1.2, engine;dur=30.5` -> {"admission": 1.2, "engine": 30.5}."""
+    if not value:
+        return None
+    phases = {}
+    for part in value.split(","):
+        name, _, params = part.strip().partition(";")
+        for param in params.split(";"):
+            key, _, number = param.strip().partition("=")
+            if key == "dur":
+                try:
+                    phases[name] = float(number)
+                except ValueError:
+                    pass
+    return phases or None
 
 
 def _json_or_none(raw: bytes) -> object:
@@ -165,6 +184,24 @@ def summarize(outcomes: list[Outcome]) -> dict:
         "not_openai_shaped": sum(1 for o in outcomes if o.kind != OK and not o.openai_shaped),
         "error_codes": _count(f"{o.status}:{o.error_code}" for o in outcomes if o.kind != OK),
     }
+
+
+def time_split(outcomes: list[Outcome], kind: str = OK) -> dict:
+    """Where `kind` outcomes' time went, p50 / p99 in ms, from the ingress's Server-Timing:
+    `admission` (arrival at the ingress -> the gate's answer), `engine` (-> the answer),
+    and `outside` (the client's latency minus both: Ray's HTTP proxy, its queue for the
+    ingress, the network, the client). Outcomes without the header are counted apart."""
+    chosen = [o for o in outcomes if o.kind == kind or (kind == "shed" and o.status in (429, 503))]
+    timed = [o for o in chosen if o.server_timing and "admission" in o.server_timing]
+    phases: dict[str, list[float]] = {"admission": [], "engine": [], "outside": []}
+    for o in timed:
+        inside = o.server_timing["admission"] + o.server_timing.get("engine", 0.0)
+        phases["admission"].append(o.server_timing["admission"])
+        if "engine" in o.server_timing:
+            phases["engine"].append(o.server_timing["engine"])
+        phases["outside"].append(max(0.0, o.latency_s * 1000 - inside))
+    split = {name: {"p50": _r(_percentile(v, 50)), "p99": _r(_percentile(v, 99))} for name, v in phases.items() if v}
+    return {"requests": len(chosen), "without_header": len(chosen) - len(timed), **split}
 
 
 def _count(keys) -> dict[str, int]:

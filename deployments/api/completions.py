@@ -81,10 +81,12 @@ class Completions:
         observed.resolved(adapter.served_id if adapter else None, model=target.base)
         gate = ctx.admissions[target.base]
         ticket = gate.try_enter()
+        observed.admission_decided()
         if ticket is None:
             raise Overloaded(
                 f"The fleet cannot start this request within {ctx.config.server.max_queue_wait_s:g} s "
-                "(server.max_queue_wait_s); retry after the Retry-After seconds.", retry_after_s=gate.retry_after_s())
+                "(server.max_queue_wait_s); retry after the Retry-After seconds.", retry_after_s=gate.retry_after_s(),
+                server_timing=observed.server_timing(admitted=False))
         try:
             admitted = await self._admit(body, endpoint, principal, target.base)
             bill = ctx.new_bill(principal, adapter.name if adapter else target.base, admitted.reservation, base=target.base)
@@ -145,6 +147,7 @@ class Completions:
         outcome = Outcome(call.request_id, prompt_tokens)
         pending = self.ctx.pending_bills
         if stream.head.streaming:
+            headers["Server-Timing"] = observed.server_timing()  # engine: to the stream's head
             relay = relay_sse(stream, outcome, observed=observed, bill=bill, pending=pending, on_close=ticket.release)
             # A stream dropped before its first chunk never runs the relay's `finally`.
             weakref.finalize(relay, _abandon_unstarted, stream, outcome, bill, pending, ticket)
@@ -153,6 +156,7 @@ class Completions:
             body = await collect_json(stream, outcome, bill=bill, pending=pending)
         finally:
             ticket.release()
+        headers["Server-Timing"] = observed.server_timing()  # engine: to the whole answer
         return Response(body, status_code=stream.head.status, media_type="application/json", headers=headers)
 
 

@@ -72,6 +72,8 @@ def to_http_error(err: LorafleetError) -> HttpError:
         headers["Retry-After"] = str(err.retry_after_s)
     elif isinstance(err, Overloaded):
         headers["Retry-After"] = str(err.retry_after_s)
+        if err.server_timing:
+            headers["Server-Timing"] = err.server_timing
     elif isinstance(err, AdapterLoadError) and err.retriable:
         status = 503
         headers["Retry-After"] = "1"

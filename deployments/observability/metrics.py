@@ -323,7 +323,7 @@ class RequestObservation:
     byte. The ingress creates one per request, says which adapter it resolved to, marks a
     stream's first chunk and finishes it once with the final status."""
 
-    __slots__ = ("endpoint", "model", "adapter", "status", "started", "ttft_s", "_done")
+    __slots__ = ("endpoint", "model", "adapter", "status", "started", "ttft_s", "admission_s", "_done")
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
@@ -332,6 +332,7 @@ class RequestObservation:
         self.status = 200
         self.started = time.perf_counter()
         self.ttft_s: float | None = None
+        self.admission_s: float | None = None  # arrival -> the admission gate's answer
         self._done = False
 
     def resolved(self, adapter: str | None, model: str | None = None) -> None:
@@ -342,6 +343,22 @@ class RequestObservation:
 
     def first_chunk(self) -> None:
         self.ttft_s = time.perf_counter() - self.started
+
+    def admission_decided(self) -> None:
+        self.admission_s = time.perf_counter() - self.started
+
+    def server_timing(self, *, admitted: bool = True) -> str:
+        """A `Server-Timing` header value (W3C): `admission` is the time from the request's
+        arrival at the ingress to the admission gate's answer (authentication, the body,
+        checks, resolving the model, the gate); `engine`, on an admitted request, the time
+        from there to the engine's response head. What a client measures beyond their sum
+        was spent before the ingress (Ray's HTTP proxy, the network) or after the head."""
+        if self.admission_s is None:
+            return ""
+        parts = [f"admission;dur={self.admission_s * 1000:.1f}"]
+        if admitted:
+            parts.append(f"engine;dur={(time.perf_counter() - self.started - self.admission_s) * 1000:.1f}")
+        return ", ".join(parts)
 
     def finish(self, status: int | None = None) -> None:
         """Record the request; later calls do nothing."""
