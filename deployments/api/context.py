@@ -163,7 +163,8 @@ class ApiContext:
             counts[base] = counts.get(base, 0) + 1
         for base, replicas in counts.items():
             if base in self.admissions and replicas:
-                self.admissions[base].set_slots(engine_slots(self.bases[base], replicas, self.config))
+                self.admissions[base].set_slots(engine_slots(self.bases[base], replicas, self.config),
+                                                floor=engines_fed(replicas, self.config))
 
     def close(self) -> None:
         """Shutdown: bill what still waits, write the ledger and the limiter's settlements."""
@@ -185,6 +186,11 @@ def engine_slots(view: LorafleetConfig, replicas: int, fleet: LorafleetConfig | 
     return max(1, replicas * view.replica_max_ongoing_requests() // ingress_replicas)
 
 
+def engines_fed(replicas: int, config: LorafleetConfig) -> int:
+    """This ingress replica's share of one base's engine replicas (at least one)."""
+    return max(1, -(-replicas // config.deployment.ingress_replicas))
+
+
 def _admission_gate(config: LorafleetConfig, view: LorafleetConfig, clock: Callable[[], float]) -> LatencyBoundedGate:
     d, v = config.deployment, view.deployment
     admitted = ingress_admission_limit(configured=d.ingress_max_ongoing_requests, num_replicas=view.max_engine_replicas(),
@@ -192,7 +198,8 @@ def _admission_gate(config: LorafleetConfig, view: LorafleetConfig, clock: Calla
                                        max_queued_requests=v.max_queued_requests)
     return LatencyBoundedGate(
         hard_limit=admitted, slots=engine_slots(view, v.num_replicas, config), max_wait_s=config.server.max_queue_wait_s,
-        cold_queue=max(1, v.max_queued_requests // d.ingress_replicas), clock=clock)
+        cold_queue=max(1, v.max_queued_requests // d.ingress_replicas), floor=engines_fed(v.num_replicas, config),
+        clock=clock)
 
 
 def build_context(

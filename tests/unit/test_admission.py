@@ -98,3 +98,90 @@ def test_the_hard_limit_holds_whatever_the_rate():
         gate.try_enter().release()
         clock.now += 0.01
     assert [gate.try_enter() is not None for _ in range(6)] == [True] * 5 + [False]
+
+
+# ---- the latency limit: a free slot is not free latency -------------------------------
+
+def _serve(gate, clock, *, arrivals_per_s: float, seconds: float, capacity_per_s: float = 4.0, alone_s: float = 1.0,
+           dt: float = 0.02) -> tuple[list[tuple[float, float]], int]:
+    """A fleet whose engines share their throughput (`capacity_per_s` requests/s) among
+    what they run, as batched engines whose step grows with the batch do; one request
+    alone takes `alone_s`. Deterministic arrivals. Returns (admitted at, time in fleet)
+    per completion, and the refusals. Arrivals stop after `seconds`; what was admitted
+    is served to the end."""
+    active: list[list] = []  # [remaining work, ticket, admitted at]
+    done: list[tuple[float, float]] = []
+    refused, next_arrival, end = 0, clock.now, clock.now + seconds
+    while clock.now < end or active:
+        while next_arrival <= clock.now < end:
+            ticket = gate.try_enter()
+            if ticket is None:
+                refused += 1
+            else:
+                active.append([1.0, ticket, clock.now])
+            next_arrival += 1.0 / arrivals_per_s
+        clock.now += dt
+        if active:
+            rate = min(1.0 / alone_s, capacity_per_s / len(active))
+            for request in active:
+                request[0] -= rate * dt
+            for request in [r for r in active if r[0] <= 0]:
+                active.remove(request)
+                request[1].release()
+                done.append((request[2], clock.now - request[2]))
+    return done, refused
+
+
+def _p99(values):
+    ordered = sorted(values)
+    return ordered[int(0.99 * (len(ordered) - 1))]
+
+
+def test_under_overload_admitted_latency_stays_near_the_bound_while_the_fleet_stays_busy():
+    """2.5x the fleet's capacity; 24 slots and a 40 hard limit, as a 3-replica CPU fleet
+    ships. Slots alone admit ~40 (each then takes ~10 s: time in the fleet grows with
+    what is in it); the latency limit holds admitted requests near 1 s + the 2 s bound,
+    and still completes ~the fleet's capacity (a gate that refused everything would also
+    bound latency)."""
+    clock = Clock()
+    gate = _gate(clock, hard_limit=40, slots=24, max_wait_s=2.0, cold_queue=16, floor=3)
+    _serve(gate, clock, arrivals_per_s=1.0, seconds=30)  # a calm start: the unloaded time is learnt
+    done, refused = _serve(gate, clock, arrivals_per_s=10.0, seconds=120)
+    settled = [took for at, took in done if at >= 60 + 30]
+    assert refused > 0.4 * 10.0 * 120
+    assert sum(settled) / len(settled) <= 1.0 + 2.0 + 0.5  # the limit aims the smoothed time at the bound
+    assert _p99(settled) <= 1.0 + 2.0 * 2.0, _p99(settled)  # and saws around it
+    assert len([1 for at, took in done if at + took >= 60 + 30]) / 60.0 >= 0.9 * 4.0
+
+
+def test_the_same_overload_with_only_the_slot_rule_would_take_several_times_the_bound():
+    """The yardstick above discriminates: with the latency limit out of the way (floor =
+    the hard limit), the same fleet and load stretch admitted requests far past it."""
+    clock = Clock()
+    gate = _gate(clock, hard_limit=40, slots=24, max_wait_s=2.0, cold_queue=16, floor=40)
+    _serve(gate, clock, arrivals_per_s=1.0, seconds=30)
+    done, _ = _serve(gate, clock, arrivals_per_s=10.0, seconds=120)
+    assert _p99([took for at, took in done if at >= 90]) > 2 * (1.0 + 2.0)
+
+
+def test_below_capacity_nothing_is_refused():
+    clock = Clock()
+    gate = _gate(clock, hard_limit=40, slots=24, max_wait_s=2.0, cold_queue=16, floor=3)
+    done, refused = _serve(gate, clock, arrivals_per_s=3.0, seconds=180)
+    assert refused == 0 and len(done) > 500
+
+
+def test_the_limit_never_starves_the_engines_and_grows_back_once_latency_allows():
+    """Every request suddenly 10x slower (longer answers): the limit falls, never below
+    one request per engine replica; once requests are quick again and clients press on
+    the limit (here 1.5x capacity: at 4/s and 1 s alone, ~12 in flight meet the bound),
+    it climbs back."""
+    clock = Clock()
+    gate = _gate(clock, hard_limit=40, slots=24, max_wait_s=2.0, cold_queue=16, floor=3)
+    _serve(gate, clock, arrivals_per_s=1.0, seconds=30)
+    _serve(gate, clock, arrivals_per_s=10.0, seconds=60, alone_s=10.0, capacity_per_s=0.4)
+    assert gate.latency.limit >= 3
+    low = gate.latency.limit
+    clock.now += 120  # the window forgets the slow requests
+    _serve(gate, clock, arrivals_per_s=6.0, seconds=120)
+    assert gate.latency.limit > low + 2
