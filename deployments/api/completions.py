@@ -72,7 +72,7 @@ class Completions:
         ctx = self.ctx
         principal = ctx.authenticate(request)
         await ctx.count_request(principal)
-        body = await self._read_body(request)
+        body = await self._read_body(request, observed)
         check_request(body, endpoint, max_model_len=ctx.longest_context)
         target = await asyncio.to_thread(ctx.catalog.resolve, requested_model(body), principal)
         view, adapter = ctx.view(target.base), target.adapter
@@ -96,11 +96,13 @@ class Completions:
             ticket.release()
             raise
 
-    async def _read_body(self, request: Request) -> dict:
+    async def _read_body(self, request: Request, observed: metrics.RequestObservation) -> dict:
         ctx = self.ctx
         reader = ctx.readers.try_enter()
         if reader is None:
-            raise Overloaded(f"This server is reading {ctx.readers.limit} request bodies already; retry shortly.")
+            observed.admission_decided()
+            raise Overloaded(f"This server is reading {ctx.readers.limit} request bodies already; retry shortly.",
+                             server_timing=observed.server_timing(admitted=False))
         try:
             raw = await read_capped(request, limit=ctx.config.server.max_request_bytes,
                                     deadline_s=ctx.config.server.body_read_timeout_s, setting="server.max_request_bytes")

@@ -46,3 +46,12 @@ def test_the_header_parser_reads_what_the_ingress_writes_and_ignores_the_rest():
     assert parse_server_timing("admission;dur=1.5, engine;dur=30") == {"admission": 1.5, "engine": 30.0}
     assert parse_server_timing("cache;desc=hit, admission;dur=2") == {"admission": 2.0}
     assert parse_server_timing(None) is None and parse_server_timing("x;dur=nan-ish") is None
+
+
+def test_a_request_refused_before_its_body_is_read_says_so_too(api):
+    """The cap on bodies being read at once answers before the gate: its 503 carries the
+    same header, so the overload benchmark can place every refusal."""
+    api.ctx.readers.in_flight = api.ctx.readers.limit
+    response = api.client.post("/v1/completions", json=BODY)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "overloaded"
+    assert set(parse_server_timing(response.headers["server-timing"])) == {"admission"}
