@@ -359,6 +359,15 @@ class ServerConfig(_Strict):
         "long (expected from the requests queued ahead and the rate requests complete); otherwise it gets 503 with "
         "Retry-After at once, instead of queueing and stretching every admitted request's latency.",
     )
+    max_added_latency_s: PositiveFloat | None = Field(
+        default=None,
+        description="Latency-following admission (off when unset): the ingress also keeps a concurrency limit that "
+        "follows measured latency, so admitted requests take at most about this much longer than the fleet's "
+        "unloaded time (smoothed; Little's law sets the limit). On engines whose step time grows with the batch "
+        "(CPU engines; GPUs past their memory-bound regime) a free slot is not free latency, and this bounds "
+        "admitted latency under overload. Off by default: a burst the engines can batch is then served slowly "
+        "rather than partly refused with 503.",
+    )
     body_read_timeout_s: PositiveFloat = Field(
         default=30.0,
         description="Longest a request body may take to arrive (408 after it). Bodies are read before a request "

@@ -199,7 +199,7 @@ def _admission_gate(config: LorafleetConfig, view: LorafleetConfig, clock: Calla
     return LatencyBoundedGate(
         hard_limit=admitted, slots=engine_slots(view, v.num_replicas, config), max_wait_s=config.server.max_queue_wait_s,
         cold_queue=max(1, v.max_queued_requests // d.ingress_replicas), floor=engines_fed(v.num_replicas, config),
-        clock=clock)
+        latency_bound_s=config.server.max_added_latency_s, clock=clock)
 
 
 def build_context(

@@ -7,7 +7,9 @@ queue for everyone admitted, and memory grows with it. Refusing at once what the
 cannot start within a bound (503 + Retry-After, before the engines see it) keeps the
 admitted requests' latency bounded and tells clients when to come back.
 
-`LatencyBoundedGate` applies two bounds, both from `max_wait_s`:
+`LatencyBoundedGate` applies one bound, and a second when `latency_bound_s` is set
+(`server.max_added_latency_s`; off by default, because it refuses part of a burst the
+engines could have batched, slowly):
 
 - **a seat soon**: a request is admitted when the engines have a free slot (`slots`:
   what they run at once), or when its expected wait for one, by Little's law the
@@ -22,7 +24,7 @@ admitted requests' latency bounded and tells clients when to come back.
   decrease, as TCP and adaptive concurrency limiters do): each completion's time in the
   fleet (admission to answer) is smoothed; when it exceeds the unloaded time (the lowest
   smoothed value of the last `baseline_window_s`, learnt only while no request is being
-  turned away) by more than `max_wait_s`, the limit
+  turned away) by more than `latency_bound_s`, the limit
   drops to what is in flight scaled by target / observed time (Little's law: on a
   saturated fleet time in it is proportional to what is in it), by at least a tenth,
   at most once per smoothed request time (one slow batch is one decrease); while
@@ -193,23 +195,25 @@ class LatencyLimit:
 
 class LatencyBoundedGate(AdmissionGate):
     def __init__(self, *, hard_limit: int, slots: int, max_wait_s: float, cold_queue: int, floor: int = 1,
-                 clock: Callable[[], float] = time.monotonic, rate_half_life_s: float = 5.0,
-                 baseline_window_s: float = 60.0):
+                 latency_bound_s: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 rate_half_life_s: float = 5.0, baseline_window_s: float = 60.0):
         super().__init__(hard_limit)
         self.slots = max(1, slots)
         self.max_wait_s = max_wait_s
         self.cold_queue = cold_queue
         self._clock = clock
         self.rate = CompletionRate(rate_half_life_s, clock)
-        self.latency = LatencyLimit(start=hard_limit, floor=floor, ceiling=hard_limit, max_wait_s=max_wait_s,
-                                    baseline_window_s=baseline_window_s, clock=clock)
+        self.latency = None if latency_bound_s is None else LatencyLimit(
+            start=hard_limit, floor=floor, ceiling=hard_limit, max_wait_s=latency_bound_s,
+            baseline_window_s=baseline_window_s, clock=clock)
         self.last_refusal_wait_s = 0.0
 
     def set_slots(self, slots: int, floor: int | None = None) -> None:
         """The engines' concurrency changed (replicas added or removed); `floor`: the
         engine replicas this ingress feeds (one request each keeps them all working)."""
         self.slots = max(1, slots)
-        self.latency.set_bounds(self.latency.floor if floor is None else floor, self.limit)
+        if self.latency is not None:
+            self.latency.set_bounds(self.latency.floor if floor is None else floor, self.limit)
 
     def waiting(self) -> int:
         return max(0, self.in_flight - self.slots)
@@ -230,7 +234,7 @@ class LatencyBoundedGate(AdmissionGate):
         wait = self.expected_wait_s()
         if wait > self.max_wait_s:
             return self._refuse(wait)
-        if not self.latency.allows(self.in_flight):
+        if self.latency is not None and not self.latency.allows(self.in_flight):
             return self._refuse(self.max_wait_s + self._wait_for_limit_s())
         self.in_flight += 1
         return Ticket(self, self._clock())
@@ -252,13 +256,15 @@ class LatencyBoundedGate(AdmissionGate):
     def _refuse(self, wait: float) -> None:
         self.refused += 1
         self.last_refusal_wait_s = wait
-        self.latency.refused()
+        if self.latency is not None:
+            self.latency.refused()
         return None
 
     def _leave(self, ticket: Ticket) -> None:
         super()._leave(ticket)
         self.rate.add()
-        self.latency.observe(self._clock() - ticket.admitted_at, self.in_flight)
+        if self.latency is not None:
+            self.latency.observe(self._clock() - ticket.admitted_at, self.in_flight)
 
 
 def ingress_admission_limit(*, configured: int, num_replicas: int, max_ongoing_requests: int, max_queued_requests: int) -> int:

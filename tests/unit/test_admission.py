@@ -144,7 +144,7 @@ def test_under_overload_admitted_latency_stays_near_the_bound_while_the_fleet_st
     and still completes ~the fleet's capacity (a gate that refused everything would also
     bound latency)."""
     clock = Clock()
-    gate = _gate(clock, hard_limit=40, slots=24, max_wait_s=2.0, cold_queue=16, floor=3)
+    gate = _gate(clock, hard_limit=40, slots=24, max_wait_s=2.0, cold_queue=16, floor=3, latency_bound_s=2.0)
     _serve(gate, clock, arrivals_per_s=1.0, seconds=30)  # a calm start: the unloaded time is learnt
     done, refused = _serve(gate, clock, arrivals_per_s=10.0, seconds=120)
     settled = [took for at, took in done if at >= 60 + 30]
@@ -155,10 +155,10 @@ def test_under_overload_admitted_latency_stays_near_the_bound_while_the_fleet_st
 
 
 def test_the_same_overload_with_only_the_slot_rule_would_take_several_times_the_bound():
-    """The yardstick above discriminates: with the latency limit out of the way (floor =
-    the hard limit), the same fleet and load stretch admitted requests far past it."""
+    """The yardstick above discriminates, and the limit is off unless configured: without
+    `latency_bound_s` the same fleet and load stretch admitted requests far past it."""
     clock = Clock()
-    gate = _gate(clock, hard_limit=40, slots=24, max_wait_s=2.0, cold_queue=16, floor=40)
+    gate = _gate(clock, hard_limit=40, slots=24, max_wait_s=2.0, cold_queue=16)
     _serve(gate, clock, arrivals_per_s=1.0, seconds=30)
     done, _ = _serve(gate, clock, arrivals_per_s=10.0, seconds=120)
     assert _p99([took for at, took in done if at >= 90]) > 2 * (1.0 + 2.0)
@@ -166,7 +166,7 @@ def test_the_same_overload_with_only_the_slot_rule_would_take_several_times_the_
 
 def test_below_capacity_nothing_is_refused():
     clock = Clock()
-    gate = _gate(clock, hard_limit=40, slots=24, max_wait_s=2.0, cold_queue=16, floor=3)
+    gate = _gate(clock, hard_limit=40, slots=24, max_wait_s=2.0, cold_queue=16, floor=3, latency_bound_s=2.0)
     done, refused = _serve(gate, clock, arrivals_per_s=3.0, seconds=180)
     assert refused == 0 and len(done) > 500
 
@@ -177,7 +177,7 @@ def test_the_limit_never_starves_the_engines_and_grows_back_once_latency_allows(
     the limit (here 1.5x capacity: at 4/s and 1 s alone, ~12 in flight meet the bound),
     it climbs back."""
     clock = Clock()
-    gate = _gate(clock, hard_limit=40, slots=24, max_wait_s=2.0, cold_queue=16, floor=3)
+    gate = _gate(clock, hard_limit=40, slots=24, max_wait_s=2.0, cold_queue=16, floor=3, latency_bound_s=2.0)
     _serve(gate, clock, arrivals_per_s=1.0, seconds=30)
     _serve(gate, clock, arrivals_per_s=10.0, seconds=60, alone_s=10.0, capacity_per_s=0.4)
     assert gate.latency.limit >= 3
