@@ -175,6 +175,9 @@ class VLLMEngine(Engine):
         self._lora_ids = itertools.count(1)
         self._lora_locks: dict[str, asyncio.Lock] = {}
         self._registered: dict[str, tuple[int, str]] = {}  # served id -> (lora_int_id, fingerprint)
+        # Served id -> requests past `ensure_adapter` that have not ended: their LoRA is in
+        # vLLM's batch, so its registration (lora_int_id, pin) must not change under them.
+        self._in_flight: dict[str, int] = {}
         self.engine = None
         self.desired: tuple[str, ...] = ()
         # Adapters placement asked for that failed to load (deleted from the store,
@@ -327,6 +330,11 @@ class VLLMEngine(Engine):
         finally:
             self._loading.discard(key)
         if fresh and current is not None:
+            # New weights under a served id that has requests in flight: they hold the old
+            # lora_int_id under the same lora_name, which vLLM must never see in one batch
+            # (see `_forget_evicted`); nor may their LoRA be removed, or its folder unpinned,
+            # while vLLM may read it again. New requests for the id wait on its lock.
+            await self._drained(key)
             await self.engine.remove_lora(current[0])
         self._forget_evicted()
         previous = self._pins.pop(key, None)
@@ -343,8 +351,18 @@ class VLLMEngine(Engine):
 
     def _forget_evicted(self) -> None:
         """Registrations of adapters vLLM's LRU dropped from host memory: the next use
-        registers them afresh, so these tables never outgrow the engine's cache."""
-        for key in [k for k in self._registered if k not in self.residency.cpu and k not in self._loading]:
+        registers them afresh, so these tables never outgrow the engine's cache (by more
+        than the adapters with requests in flight).
+
+        Never one with requests in flight: its next use would register it under a second
+        lora_int_id with the same lora_name while they still run under the first, and
+        vLLM 0.32's worker collects a step's LoRAs in a set keyed by name
+        (`LoRARequest.__hash__`, `InputBatch.make_lora_inputs`), so it activates only one
+        of the two ids while the step's token mapping holds both: `convert_mapping` raises
+        KeyError on the other and the engine dies (the overload bench, 2026-12-02). A kept
+        registration keeps its id; vLLM reads the (still pinned) folder again if needed."""
+        for key in [k for k in self._registered
+                    if k not in self.residency.cpu and k not in self._loading and k not in self._in_flight]:
             del self._registered[key]
             self._models.lora_requests.pop(key, None)
             pin = self._pins.pop(key, None)
@@ -400,7 +418,37 @@ class VLLMEngine(Engine):
         finally:
             self._meter.forget(call.request_id)
 
+    async def _drained(self, key: str, poll_s: float = 0.05) -> None:
+        """Wait until no request for `key` is in flight."""
+        while self._in_flight.get(key):
+            await asyncio.sleep(poll_s)
+
+    def _hold(self, key: str) -> None:
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+
+    def _release(self, key: str) -> None:
+        left = self._in_flight.get(key, 0) - 1
+        if left > 0:
+            self._in_flight[key] = left
+        else:
+            self._in_flight.pop(key, None)
+
     async def _generate(self, call: EngineCall) -> AsyncIterator[object]:
+        """`_serve` with the request's adapter held (see `_in_flight`) from the moment it
+        is registered until the request ends, stopped or not. The hold starts only after
+        `ensure_adapter`, so a load waiting for old requests to drain never waits for a
+        request that itself waits for that load."""
+        held = []
+        inner = self._serve(call, held)
+        try:
+            async for item in inner:
+                yield item
+        finally:
+            await inner.aclose()
+            for key in held:
+                self._release(key)
+
+    async def _serve(self, call: EngineCall, held: list[str]) -> AsyncIterator[object]:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
         from vllm.exceptions import VLLMClientError
@@ -410,6 +458,8 @@ class VLLMEngine(Engine):
         try:
             if adapter is not None:
                 await self.ensure_adapter(adapter)
+                self._hold(adapter.served_id)  # no await since ensure_adapter returned
+                held.append(adapter.served_id)
                 body = {**body, "model": adapter.served_id}
             else:
                 body = {**body, "model": self.config.model.served_name}

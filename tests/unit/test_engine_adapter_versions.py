@@ -5,6 +5,7 @@ verification never reach the engine."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 import pytest
@@ -115,3 +116,104 @@ async def test_registrations_do_not_outlive_the_engines_host_cache(engine):
     assert len(engine._registered) <= engine.config.engine.max_cpu_loras + 1
     assert set(engine._models.lora_requests) == set(engine._registered)
     assert not engine._lora_locks
+
+
+class BlockingServing:
+    """vLLM's OpenAI layer for one completion that runs until `finish` is set."""
+
+    def __init__(self):
+        self.entered = asyncio.Event()
+        self.finish = asyncio.Event()
+
+    async def create_completion(self, request, raw_request=None):
+        self.entered.set()
+        await self.finish.wait()
+        return SimpleNamespace(model_dump_json=lambda: "{}")
+
+
+def _completion(spec):
+    from deployments.engine.protocol import EngineCall, Endpoint
+
+    return EngineCall(Endpoint.COMPLETIONS, {"prompt": "hi", "max_tokens": 4}, spec, "0" * 32)
+
+
+async def _in_flight(engine, spec):
+    """Start a completion for `spec`; return (serving, task) once vLLM is running it."""
+    from deployments.engine.protocol import Endpoint
+
+    serving = BlockingServing()
+    engine._serving = {Endpoint.COMPLETIONS: serving}
+
+    async def run():
+        return [item async for item in engine.generate(_completion(spec))]
+
+    task = asyncio.create_task(run())
+    await asyncio.wait_for(serving.entered.wait(), 60)
+    return serving, task
+
+
+def _ids(engine, name):
+    return [lora_id for added, lora_id, _ in engine.engine.added if added == name]
+
+
+async def test_an_adapter_keeps_its_lora_id_while_a_request_for_it_runs(engine):
+    """The overload bench's engine death (KeyError in vLLM's convert_mapping): while a
+    request for x ran, loads of other adapters pushed x out of the host-cache mirror, its
+    registration was forgotten, and the next request for x registered it under a second
+    lora_int_id with the same lora_name. vLLM's worker keys a step's LoRAs by name, so one
+    of the two ids was never put in a slot. One name must map to one id while in use."""
+    serving, task = await _in_flight(engine, _spec("x", "1", "f1"))
+    for version in range(1, 6):  # max_cpu_loras is 4: x leaves the host cache
+        await engine.ensure_adapter(_spec("y", str(version), f"g{version}"))
+    assert "x@1" not in engine.residency.cpu
+    await engine.ensure_adapter(_spec("x", "1", "f1"))  # a second request for x meanwhile
+    assert len(set(_ids(engine, "x@1"))) == 1
+    serving.finish.set()
+    await asyncio.wait_for(task, 10)
+    assert engine._in_flight == {}
+    for version in range(6, 11):  # once nothing runs for it, the registration may go
+        await engine.ensure_adapter(_spec("y", str(version), f"g{version}"))
+    assert "x@1" not in engine._registered
+    assert len(engine._registered) <= engine.config.engine.max_cpu_loras + 1
+
+
+async def test_new_weights_wait_for_the_requests_on_the_old_ones(engine):
+    """Version 3 deleted and published again while a request for it runs: its LoRA is not
+    removed, nor the name handed to a new id, until that request is done."""
+    serving, task = await _in_flight(engine, _spec("x", "3", "old"))
+    (old_id,) = _ids(engine, "x@3")
+    load = asyncio.create_task(engine.ensure_adapter(_spec("x", "3", "new")))
+    await asyncio.sleep(0.3)
+    assert not load.done()
+    assert engine.engine.removed == [] and engine._models.lora_requests["x@3"].lora_int_id == old_id
+    serving.finish.set()
+    await asyncio.wait_for(task, 10)
+    await asyncio.wait_for(load, 10)
+    assert engine.engine.removed == [old_id]
+    assert engine._models.lora_requests["x@3"].lora_int_id != old_id
+
+
+async def test_a_stopped_request_releases_its_adapter(engine):
+    serving, task = await _in_flight(engine, _spec("x", "1", "f1"))
+    assert engine._in_flight == {"x@1": 1}
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert engine._in_flight == {}
+
+
+def test_vllm_keys_a_steps_loras_by_name_not_id():
+    """Why one name must never have two ids in flight: vLLM 0.32's worker collects a
+    step's LoRAs into a set of LoRARequests, which hash and compare by lora_name, while
+    the step's token mapping (and the scheduler's max_loras count) uses lora_int_id. Two
+    ids under one name leave one id out of the LoRA slots: KeyError in convert_mapping."""
+    import numpy as np
+    from vllm.lora.request import LoRARequest
+    from vllm.v1.worker.gpu_input_batch import InputBatch
+
+    old, new = LoRARequest("x@1", 4, "/cache/f1"), LoRARequest("x@1", 10, "/cache/f1")
+    batch = SimpleNamespace(num_reqs=2, request_lora_mapping=np.array([4, 10]),
+                            lora_id_to_lora_request={4: old, 10: new})
+    _, token_mapping, requests = InputBatch.make_lora_inputs(batch, np.array([1, 1]), np.array([1, 1]))
+    assert set(token_mapping) == {4, 10}
+    assert {r.lora_int_id for r in requests} == {4}  # id 10 is never activated
