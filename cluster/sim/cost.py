@@ -12,6 +12,20 @@ adapter costs a read from the store into host memory, then a copy into a GPU slo
 Those few numbers are what decides whether a placement policy wins, so they are one
 frozen dataclass that can be calibrated from measurements (`from_json`).
 
+One more term is not the engine's: `host_per_token_s`, the CPU the *serving path*
+spends per output token (HTTP proxy, ingress, Ray's metrics agent, the replica's actor,
+the online engine's own bookkeeping beyond the offline step) on the cores the engine
+runs on. Where the serving path has cores of its own (a GPU node: the engine's work is
+on the GPU and dozens of host cores are free) it overlaps with the steps and costs
+nothing here: 0, the default. On a CPU-only machine it competes with the engine for
+the same cores, so a core that produces a step's `batch` tokens also pays their host
+CPU: it is added to the step once per sequence in the batch (`step_s`). That is a
+work-conserving core shared between the engine and the host work its own tokens
+cause; it assumes each replica has its core(s) and the host work spreads over the
+cores in proportion to the tokens each produces. An offline step fit (one engine fed
+by a Python loop) cannot see this term; it comes from a served fleet
+(bench/sim_calibration.py).
+
 JSON format (every key optional; missing keys keep the `gpu_like()` value; unknown
 keys are an error so a typo does not silently calibrate nothing):
 
@@ -22,6 +36,7 @@ keys are an error so a typo does not silently calibrate nothing):
       "step_per_seq_s": 0.000238,
       "step_per_adapter_s": 0.002,
       "step_per_lora_seq_s": 0.0,
+      "host_per_token_s": 0.0,                  # serving path's CPU on the engine's cores
       "prefill_per_token_s": 0.0001,
       "store_load_s": 0.15,
       "cpu_to_gpu_s": 0.01,
@@ -62,6 +77,7 @@ class CostModel:
     step_per_seq_s: float = field(default=0.000238, metadata={"description": "Added step time per sequence in the batch, s."})
     step_per_adapter_s: float = field(default=0.002, metadata={"description": "Added step time per distinct adapter in the batch (per unit of relative LoRA cost), s."})
     step_per_lora_seq_s: float = field(default=0.0, metadata={"description": "Added step time per sequence running a LoRA (per unit of relative LoRA cost), s."})
+    host_per_token_s: float = field(default=0.0, metadata={"description": "Serving-path CPU per output token spent on the engine's own cores (0 where the serving path has cores of its own, as on a GPU node); added to a step once per sequence in it, s."})
     prefill_per_token_s: float = field(default=0.0001, metadata={"description": "Prefill time per prompt token, added to the step that admits the request, s."})
     store_load_s: float = field(default=0.15, metadata={"description": "Reading an adapter from the store into host memory, s."})
     cpu_to_gpu_s: float = field(default=0.01, metadata={"description": "Copying an adapter from host memory into a GPU slot, s."})
@@ -87,10 +103,14 @@ class CostModel:
     def step_s(self, batch: int, adapters: float, lora_seqs: float = 0.0) -> float:
         """One decode step with `batch` sequences from `adapters` distinct adapters, of
         which `lora_seqs` run a LoRA. Both LoRA counts are weighted by each adapter's
-        relative cost when adapters differ (a rank-64 adapter counts as several)."""
+        relative cost when adapters differ (a rank-64 adapter counts as several).
+
+        The step also carries the host CPU of the `batch` tokens it produces
+        (`host_per_token_s`, 0 unless the serving path shares the engine's cores): on
+        a shared core the next step cannot start before that work is done."""
         return (
             self.step_base_s
-            + self.step_per_seq_s * batch
+            + (self.step_per_seq_s + self.host_per_token_s) * batch
             + self.step_per_adapter_s * adapters
             + self.step_per_lora_seq_s * lora_seqs
         )

@@ -32,7 +32,11 @@ class LorafleetScaler:
         self.settings = settings
         self.period_s = settings.period_s
         self.min_replicas = settings.min_replicas
-        self.profile = ReplicaProfile.from_mapping(sim.cost.to_dict())
+        # the profile has no host term: the serving path's CPU per token, where it
+        # shares the engine's cores, is a per-sequence step cost like any other
+        cost = sim.cost.to_dict()
+        cost["step_per_seq_s"] = sim.cost.step_per_seq_s + sim.cost.host_per_token_s
+        self.profile = ReplicaProfile.from_mapping(cost)
         self.state = AutoscalerState()
         self.decisions: list[tuple[float, int, str]] = []
         # Base-model requests are nothing to place, so the controller's estimator
