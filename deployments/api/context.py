@@ -111,6 +111,7 @@ class ApiContext:
         read); only requests that need a prompt count wait for it. None: every base."""
         for name in ([base] if base is not None else list(self.bases)):
             if name not in self._counters:
+                _resolve_lazy_imports()
                 view = self.bases[name]
                 pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tokenizer")
                 self._counters[name] = pool.submit(_load_counter, view)
@@ -122,6 +123,7 @@ class ApiContext:
         try:
             return await asyncio.wrap_future(self._counters[base])
         except Exception as err:  # noqa: BLE001 - e.g. a hub tokenizer the ingress cannot fetch
+            self._counters.pop(base, None)  # the next request tries again (the hub may be back)
             logger.error("cannot load the tokenizer of %s (%s) to count prompt tokens: %s", base,
                          self.bases[base].model.source, err)
             raise LorafleetError("The server cannot count prompt tokens (tokenizer unavailable); see its log.") from err
@@ -172,6 +174,18 @@ class ApiContext:
         if self.ledger is not None:
             self.ledger.close()
         self.limiter.close()
+
+
+def _resolve_lazy_imports() -> None:
+    """transformers resolves its top-level names lazily, and that is not thread-safe: a
+    tokenizer loading in the background thread while the request path imports vLLM's
+    protocol (which imports transformers) failed now and then with a plain 500 or a
+    cached "tokenizer unavailable" (ImportError on AutoTokenizer). Resolve them once, in
+    the caller's thread, before any background load starts."""
+    import transformers
+
+    transformers.AutoTokenizer  # noqa: B018 - the attribute access is the import
+    transformers.PreTrainedTokenizerFast  # noqa: B018
 
 
 def _load_counter(view: LorafleetConfig) -> PromptCounter:
