@@ -17,21 +17,10 @@ from cluster.sim.catalog import Catalog
 from cluster.sim.cost import CostModel
 from cluster.sim.simulator import SimConfig, Simulator, simulate
 from cluster.sim.workload import Request, WorkloadSpec
+from tests.sim_toys import TOY
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Round numbers so completion times can be worked out by hand.
-TOY = CostModel(
-    step_base_s=0.01,
-    step_per_seq_s=0.005,
-    step_per_adapter_s=0.0,
-    prefill_per_token_s=0.001,
-    store_load_s=0.1,
-    cpu_to_gpu_s=0.02,
-    max_num_seqs=4,
-    gpu_slots=1,
-    cpu_slots=1,
-)
 
 
 def run_trace(trace, cost=TOY, policy="pow2", **config):
